@@ -68,8 +68,7 @@ def _check(
         raise InputDataError(f"is_member must be a 1-D array (one flag per record), got shape {m.shape}")
     if s.shape[0] != m.shape[0]:
         raise InputDataError(
-            f"scores and is_member differ in length ({s.shape[0]} vs {m.shape[0]}); "
-            "pass one of each per record"
+            f"scores and is_member differ in length ({s.shape[0]} vs {m.shape[0]}); pass one of each per record"
         )
     bad = ~np.isfinite(s)
     if bad.any():
@@ -83,9 +82,7 @@ def _check(
     if need_members and not m.any():
         raise InputDataError(f"no members among the {m.size} records; this metric needs at least one member")
     if need_nonmembers and m.all():
-        raise InputDataError(
-            f"no non-members among the {m.size} records; this metric needs at least one non-member"
-        )
+        raise InputDataError(f"no non-members among the {m.size} records; this metric needs at least one non-member")
     return s, m
 
 
@@ -458,8 +455,7 @@ def empirical_epsilon_lower_bound(
     n_pos, n_neg = int(m.sum()), int((~m).sum())
     if n_pos < 2 or n_neg < 2:
         raise InputDataError(
-            f"the ε bound splits records in two and needs at least 2 members and 2 non-members, "
-            f"got {n_pos} and {n_neg}"
+            f"the ε bound splits records in two and needs at least 2 members and 2 non-members, got {n_pos} and {n_neg}"
         )
     select, evaluate = _stratified_halves(m, seed)
     s_sel, m_sel = s[select], m[select]
@@ -547,8 +543,7 @@ def slice_metrics(
     raw = np.asarray(slice_values, dtype=object)
     if raw.ndim != 1 or raw.shape[0] != s.shape[0]:
         raise InputDataError(
-            f"slice_values must be a 1-D array with one value per record ({s.shape[0]}), "
-            f"got shape {raw.shape}"
+            f"slice_values must be a 1-D array with one value per record ({s.shape[0]}), got shape {raw.shape}"
         )
     labels = np.array([str(v) for v in raw], dtype=str) if raw.size else np.array([], dtype=str)
     out: list[dict[str, Any]] = []

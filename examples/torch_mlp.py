@@ -1,0 +1,66 @@
+"""A PyTorch recipe for membershield: an MLP for any numeric table.
+
+Use it as ``--model examples/torch_mlp.py:recipe``. membershield calls ``recipe`` once for the target
+(on the members) and once per reference model (on random halves of the audit pool), always with a seed,
+so every model comes from the same training pipeline.
+
+The defaults deliberately train to near-zero training loss with no regularisation: a model that
+memorises, which is what an audit should catch. Change ``EPOCHS``, ``WEIGHT_DECAY`` or ``HIDDEN`` to audit
+your own training settings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+HIDDEN = 256
+EPOCHS = 60
+BATCH_SIZE = 64
+LEARNING_RATE = 1e-3
+WEIGHT_DECAY = 0.0
+
+
+class Standardize(nn.Module):
+    """Feature scaling fitted on the training rows and stored with the model."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def build(n_features: int, n_classes: int, mean: np.ndarray, std: np.ndarray) -> nn.Module:
+    return nn.Sequential(
+        Standardize(mean, std),
+        nn.Linear(n_features, HIDDEN),
+        nn.ReLU(),
+        nn.Linear(HIDDEN, HIDDEN),
+        nn.ReLU(),
+        nn.Linear(HIDDEN, n_classes),
+    )
+
+
+def recipe(X: np.ndarray, y: np.ndarray, *, n_classes: int, seed: int) -> nn.Module:
+    """Train an MLP on float32 features ``X`` and class indices ``y``; return it (outputs logits)."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    std = X.std(axis=0)
+    model = build(X.shape[1], n_classes, X.mean(axis=0), np.where(std > 0, std, 1.0))
+    optimiser = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    features = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    labels = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(EPOCHS):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(labels), BATCH_SIZE):
+            batch = order[start : start + BATCH_SIZE]
+            optimiser.zero_grad()
+            loss_fn(model(features[batch]), labels[batch]).backward()
+            optimiser.step()
+    return model.eval()

@@ -1,0 +1,180 @@
+"""Command-line interface. Commands only parse options, call the library and render; no logic here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from membershield.attacks import REGISTRY
+from membershield.config import build_config, read_config_file
+from membershield.errors import MembershieldError
+from membershield.result import AuditResult
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Measure membership-inference leakage of machine-learning models.",
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False)
+errors = Console(stderr=True)
+
+
+def _fmt_rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def summary_table(result: AuditResult) -> Table:
+    n_out = result.data["n_nonmembers"]
+    table = Table(title=f"Membership inference audit ({result.data['n_members']} members, {n_out} non-members)")
+    table.add_column("attack")
+    table.add_column("AUC [95% CI]", justify="right")
+    for fpr in result.config["fprs"]:
+        table.add_column(f"TPR @ {100 * fpr:g}% FPR [95% CI]", justify="right")
+    table.add_column("advantage", justify="right")
+    table.add_column(f"ε ≥ (δ={result.config['delta']:g})", justify="right")
+    for attack in result.attacks:
+        cells = [attack.name, f"{attack.auc:.3f} [{attack.auc_ci_low:.3f}, {attack.auc_ci_high:.3f}]"]
+        for rate in attack.tpr_at_fpr:
+            if not rate["measurable"]:
+                cells.append(f"not measurable (n={n_out})")
+            else:
+                cells.append(f"{_fmt_rate(rate['tpr'])} [{_fmt_rate(rate['ci_low'])}, {_fmt_rate(rate['ci_high'])}]")
+        cells += [f"{attack.advantage:.3f}", f"{attack.epsilon_lower_bound:.2f}"]
+        table.add_row(*cells)
+    return table
+
+
+def print_summary(result: AuditResult, out: Path) -> None:
+    console.print(summary_table(result))
+    u = result.utility
+    console.print(
+        f"target accuracy: train {u['train_accuracy']:.3f}, holdout {u['holdout_accuracy']:.3f}"
+        f" (gap {u['accuracy_gap']:+.3f}); reference models: {result.references['count']}"
+        f" ({result.references['loaded_from_cache']} from cache)"
+    )
+    if result.split_check:
+        s = result.split_check
+        state = "[green]ok[/green]" if s["ok"] else "[bold red]FAILED[/bold red]"
+        console.print(f"split check: blind AUC {s['blind_auc']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] {state}")
+    for warning in result.warnings:
+        console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
+    console.print(f"wrote {out / 'audit.json'} and {out / 'scores.csv'}")
+
+
+class _RichProgress:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        key = "attacks" if stage.startswith("attack") else stage
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(stage, total=total or None)
+        self.progress.update(self.tasks[key], completed=done, total=total or None, description=stage)
+
+
+@app.command()
+def audit(
+    model: Annotated[
+        str | None, typer.Option(help="Fitted classifier (.joblib/.pkl) or PyTorch recipe file.py:function.")
+    ] = None,
+    train: Annotated[
+        str | None, typer.Option(help="Members: the records the model was trained on (CSV, Parquet, NPZ).")
+    ] = None,
+    holdout: Annotated[str | None, typer.Option(help="Non-members: records the model never saw.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Name of the label column.")] = None,
+    attacks: Annotated[
+        str | None, typer.Option(help="Comma-separated attack names (see `membershield attacks`).")
+    ] = None,
+    references: Annotated[
+        int | None, typer.Option(help="Reference (shadow) models to train for LiRA, RMIA, shadow.")
+    ] = None,
+    population: Annotated[
+        str | None, typer.Option(help="Extra records from the same distribution, unseen by the model.")
+    ] = None,
+    slice_column: Annotated[str | None, typer.Option(help="Column to report per-value results for.")] = None,
+    ignore_columns: Annotated[
+        str | None, typer.Option(help="Comma-separated columns that are not model features.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for every random choice; same seed, same audit.")] = None,
+    out: Annotated[str | None, typer.Option(help="Output directory for audit.json and scores.csv.")] = None,
+    cache: Annotated[str | None, typer.Option(help="Directory of cached reference-model outputs.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with the same options; flags override it.")] = None,
+) -> None:
+    """Audit a trained classifier: attack it, measure the leakage, write audit.json and scores.csv."""
+    from membershield.audit import run_audit
+
+    file_values = read_config_file(config) if config is not None else {}
+    flags = {
+        "model": model,
+        "train": train,
+        "holdout": holdout,
+        "label_column": label_column,
+        "attacks": attacks,
+        "references": references,
+        "population": population,
+        "slice_column": slice_column,
+        "seed": seed,
+        "out": out,
+        "cache": cache,
+        "ignore_columns": [c.strip() for c in ignore_columns.split(",") if c.strip()] if ignore_columns else None,
+    }
+    cfg = build_config(file_values, flags)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=errors, transient=True) as progress:
+        run = run_audit(cfg, progress=_RichProgress(progress))
+    print_summary(run.result, Path(cfg.out))
+
+
+@app.command("attacks")
+def list_attacks() -> None:
+    """List the available attacks, their access needs and papers."""
+    table = Table(title="Attacks")
+    for column in ("name", "access", "min. references", "paper"):
+        table.add_column(column)
+    for name, cls in REGISTRY.items():
+        table.add_row(name, cls.access, str(cls.min_references), cls.citation)
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except MembershieldError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        errors.print("interrupted: finished reference models are cached; run the same command again to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors come through here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
