@@ -244,15 +244,11 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
         timings["split_check"] = time.perf_counter() - clock
         if not split.ok:
             warnings.append(
-                f"SPLIT CHECK FAILED: a classifier that never queries the model tells members from non-members"
-                f" with AUC {split.blind_auc:.3f} (95% CI {split.ci_low:.3f}-{split.ci_high:.3f}); membership is"
-                " confounded with a distribution shift, so attack numbers overstate memorisation."
+                "SPLIT CHECK FAILED: a classifier that never queries the model tells members from non-members"
+                f" with AUC {split.blind_auc:.3f} ({100 * split.confidence:g}% CI"
+                f" {split.ci_low:.3f}-{split.ci_high:.3f}); membership is confounded with a distribution shift,"
+                " so attack numbers overstate memorisation."
             )
-    if n_references and n_references < 16 and any(a.name.startswith("lira") for a in attacks):
-        warnings.append(
-            f"LiRA with {n_references} reference models uses a pooled variance; 64 or more allow per-record fits."
-        )
-
     result = AuditResult(
         target={
             "kind": loaded.kind,

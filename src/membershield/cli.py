@@ -29,30 +29,31 @@ app = typer.Typer(
     help="Measure membership-inference leakage of machine-learning models.",
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=False)
+# Piped output (CI logs, files) has no terminal width; 140 columns keeps the summary table unwrapped.
+console = Console() if Console().is_terminal else Console(width=140)
 errors = Console(stderr=True)
 
 
-def _fmt_rate(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
 
 
 def summary_table(result: AuditResult) -> Table:
-    n_out = result.data["n_nonmembers"]
-    table = Table(title=f"Membership inference audit ({result.data['n_members']} members, {n_out} non-members)")
-    table.add_column("attack")
-    table.add_column("AUC [95% CI]", justify="right")
+    n_in, n_out = result.data["n_members"], result.data["n_nonmembers"]
+    table = Table(title=f"Membership inference audit: {n_in} members, {n_out} non-members", title_justify="left")
+    table.add_column("attack", no_wrap=True)
+    table.add_column("AUC (95% CI)", justify="right")
     for fpr in result.config["fprs"]:
-        table.add_column(f"TPR @ {100 * fpr:g}% FPR [95% CI]", justify="right")
-    table.add_column("advantage", justify="right")
+        table.add_column(f"TPR % @ {100 * fpr:g}% FPR", justify="right")
+    table.add_column("adv.", justify="right")
     table.add_column(f"ε ≥ (δ={result.config['delta']:g})", justify="right")
     for attack in result.attacks:
-        cells = [attack.name, f"{attack.auc:.3f} [{attack.auc_ci_low:.3f}, {attack.auc_ci_high:.3f}]"]
+        cells = [attack.name, f"{attack.auc:.3f} ({attack.auc_ci_low:.3f}–{attack.auc_ci_high:.3f})"]
         for rate in attack.tpr_at_fpr:
-            if not rate["measurable"]:
-                cells.append(f"not measurable (n={n_out})")
+            if rate["measurable"]:
+                cells.append(f"{_pct(rate['tpr'])} ({_pct(rate['ci_low'])}–{_pct(rate['ci_high'])})")
             else:
-                cells.append(f"{_fmt_rate(rate['tpr'])} [{_fmt_rate(rate['ci_low'])}, {_fmt_rate(rate['ci_high'])}]")
+                cells.append("not measurable")
         cells += [f"{attack.advantage:.3f}", f"{attack.epsilon_lower_bound:.2f}"]
         table.add_row(*cells)
     return table
@@ -60,6 +61,13 @@ def summary_table(result: AuditResult) -> Table:
 
 def print_summary(result: AuditResult, out: Path) -> None:
     console.print(summary_table(result))
+    unresolved = [f for f in result.config["fprs"] if f * result.data["n_nonmembers"] < 1]
+    if unresolved:
+        need = round(1 / min(unresolved))
+        console.print(
+            f"not measurable: {result.data['n_nonmembers']} non-members cannot resolve an FPR of"
+            f" {', '.join(f'{100 * f:g}%' for f in unresolved)} (that needs at least {need})."
+        )
     u = result.utility
     console.print(
         f"target accuracy: train {u['train_accuracy']:.3f}, holdout {u['holdout_accuracy']:.3f}"
@@ -69,7 +77,7 @@ def print_summary(result: AuditResult, out: Path) -> None:
     if result.split_check:
         s = result.split_check
         state = "[green]ok[/green]" if s["ok"] else "[bold red]FAILED[/bold red]"
-        console.print(f"split check: blind AUC {s['blind_auc']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] {state}")
+        console.print(f"split check: blind AUC {s['blind_auc']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f}) {state}")
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
     console.print(f"wrote {out / 'audit.json'} and {out / 'scores.csv'}")

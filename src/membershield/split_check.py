@@ -16,11 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import train_test_split
 
 from membershield.metrics import auc_with_ci
-
-FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -31,6 +29,7 @@ class SplitCheck:
     ok: bool
     n_members: int
     n_nonmembers: int
+    confidence: float
     method: str
 
     def to_dict(self) -> dict[str, object]:
@@ -50,31 +49,34 @@ def _encode(features: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
 
 
 def blind_split_check(
-    features: pd.DataFrame, labels: np.ndarray, is_member: np.ndarray, seed: int = 0, confidence: float = 0.95
+    features: pd.DataFrame, labels: np.ndarray, is_member: np.ndarray, seed: int = 0, confidence: float = 0.99
 ) -> SplitCheck:
-    """Cross-validated AUC of a gradient-boosted classifier predicting membership from (features, label).
+    """AUC of a gradient-boosted classifier predicting membership from (features, label) on held-out records.
 
-    ``ok`` is False when the interval's lower end is above 0.5, i.e. the split is distinguishable
-    without the model at the stated confidence.
+    The classifier trains on a random stratified half and is scored on the other half, so the DeLong
+    interval is valid for a fixed classifier on independent records. (Pooling cross-validated
+    predictions looks more efficient but ignores the fold-to-fold variance: on random splits of the
+    digits table it raised the alarm 2 times in 8.) ``ok`` is False when the interval's lower end is
+    above 0.5, i.e. the split is distinguishable without the model at the stated confidence. The default
+    is 99% because the alarm tells a user to distrust the whole audit: at 95% one random split in 40
+    would be flagged.
     """
     X = _encode(features, labels)
     y = np.asarray(is_member, dtype=bool)
-    n_splits = int(min(FOLDS, y.sum(), (~y).sum()))
-    if n_splits < 2:
-        return SplitCheck(0.5, 0.0, 1.0, True, int(y.sum()), int((~y).sum()), "too few records to check")
-    scores = np.zeros(len(y))
-    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    for train, test in folds.split(X, y):
-        model = HistGradientBoostingClassifier(max_iter=100, early_stopping=False, random_state=seed)
-        model.fit(X[train], y[train])
-        scores[test] = model.predict_proba(X[test])[:, 1]
-    value, interval = auc_with_ci(scores, y, confidence=confidence)
+    n_members, n_nonmembers = int(y.sum()), int((~y).sum())
+    if min(n_members, n_nonmembers) < 4:
+        return SplitCheck(0.5, 0.0, 1.0, True, n_members, n_nonmembers, confidence, "too few records to check")
+    X_fit, X_test, y_fit, y_test = train_test_split(X, y, test_size=0.5, stratify=y, random_state=seed)
+    model = HistGradientBoostingClassifier(max_iter=100, random_state=seed)
+    model.fit(X_fit, y_fit)
+    value, interval = auc_with_ci(model.predict_proba(X_test)[:, 1], y_test, confidence=confidence)
     return SplitCheck(
         blind_auc=float(value),
         ci_low=float(interval.low),
         ci_high=float(interval.high),
         ok=bool(interval.low <= 0.5),
-        n_members=int(y.sum()),
-        n_nonmembers=int((~y).sum()),
-        method=f"{n_splits}-fold cross-validated HistGradientBoostingClassifier on features and label",
+        n_members=n_members,
+        n_nonmembers=n_nonmembers,
+        confidence=confidence,
+        method="HistGradientBoostingClassifier on features and label; trained on a random half, scored on the other",
     )

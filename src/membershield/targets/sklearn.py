@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 
 from membershield.errors import InputDataError, ModelLoadError
 from membershield.targets.base import align_log_proba
@@ -66,7 +68,11 @@ class SklearnRecipe:
     def fit(self, features: pd.DataFrame, labels: np.ndarray, classes: np.ndarray, seed: int) -> SklearnTarget:
         model = _seeded(clone(self.template), seed)
         view = features[self.columns] if self.columns is not None else features.to_numpy()
-        model.fit(view, labels)
+        with warnings.catch_warnings():
+            # The target was trained with these settings; a reference that stops at the same iteration
+            # cap is faithful to it, so the repeated warning would only bury the audit's output.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(view, labels)
         return SklearnTarget(model, classes, self.columns)
 
     def identity(self) -> str:

@@ -1,0 +1,3 @@
+from membershield.cli import main
+
+main()

@@ -1,0 +1,92 @@
+"""Reference models are cached by content; an interrupted audit resumes; damaged entries are retrained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from membershield.audit import run_audit
+from membershield.config import AuditConfig
+from membershield.targets.sklearn import SklearnRecipe
+from membershield.training.cache import LogitCache
+
+
+def _config(d, tmp_path: Path, **changes) -> AuditConfig:
+    values = dict(
+        model=str(d.overfit_model),
+        train=str(d.members),
+        holdout=str(d.nonmembers),
+        label_column="digit",
+        attacks=["loss", "lira", "rmia"],
+        references=4,
+        out=str(tmp_path / "out"),
+        cache=str(tmp_path / "cache"),
+        split_check=False,
+    )
+    values.update(changes)
+    return AuditConfig(**values)
+
+
+def _scores(run, name):
+    return run.scores[name].to_numpy()
+
+
+def test_second_run_loads_every_reference_and_gives_identical_numbers(digits_audit, tmp_path) -> None:
+    first = run_audit(_config(digits_audit, tmp_path))
+    second = run_audit(_config(digits_audit, tmp_path))
+    assert first.result.references["trained"] == 4 and second.result.references["trained"] == 0
+    assert second.result.references["loaded_from_cache"] == 4
+    np.testing.assert_array_equal(_scores(first, "lira"), _scores(second, "lira"))
+
+
+def test_interrupted_audit_resumes_from_finished_references(digits_audit, tmp_path, monkeypatch) -> None:
+    uninterrupted = run_audit(_config(digits_audit, tmp_path / "a"))
+    calls = {"n": 0}
+    real = SklearnRecipe.fit
+
+    def flaky_fit(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # what Ctrl-C does halfway through the references
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SklearnRecipe, "fit", flaky_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(_config(digits_audit, tmp_path / "b"))
+    monkeypatch.setattr(SklearnRecipe, "fit", real)
+    resumed = run_audit(_config(digits_audit, tmp_path / "b"))
+    assert resumed.result.references["loaded_from_cache"] == 2
+    assert resumed.result.references["trained"] == 2
+    for name in ("lira", "rmia"):
+        np.testing.assert_array_equal(_scores(uninterrupted, name), _scores(resumed, name))
+
+
+def test_truncated_cache_entry_is_detected_and_retrained(digits_audit, tmp_path) -> None:
+    run_audit(_config(digits_audit, tmp_path))
+    entries = sorted((tmp_path / "cache").glob("*.npy"))
+    assert len(entries) == 4
+    entries[0].write_bytes(entries[0].read_bytes()[:100])
+    rerun = run_audit(_config(digits_audit, tmp_path))
+    assert rerun.result.references["trained"] == 1 and rerun.result.references["loaded_from_cache"] == 3
+
+
+def test_changing_the_data_changes_the_key(digits_audit, tmp_path) -> None:
+    run_audit(_config(digits_audit, tmp_path))
+    other = run_audit(_config(digits_audit, tmp_path, population=str(digits_audit.population)))
+    assert other.result.references["trained"] == 4
+
+
+def test_cache_round_trip_and_unwritable_directory(tmp_path) -> None:
+    cache = LogitCache(tmp_path / "c")
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    cache.store("k", array)
+    np.testing.assert_array_equal(cache.load("k"), array)
+    assert cache.load("missing") is None
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    from membershield.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not writable"):
+        LogitCache(blocker / "sub")
