@@ -109,3 +109,48 @@ def test_outputs_follow_the_documented_schema(overfit_run: AuditRun, tmp_path_fa
     scores = pd.read_csv(__import__("pathlib").Path(overfit_run.result.config["out"]) / "scores.csv")
     assert len(scores) == 1200
     assert {"index", "is_member", *DEFAULT_ATTACKS} <= set(scores.columns)
+
+
+def test_slice_column_reports_each_value(digits_audit, tmp_path) -> None:
+    paths = {}
+    for name, source in (("m", digits_audit.members), ("n", digits_audit.nonmembers)):
+        table = pd.read_csv(source)
+        table["site"] = np.where(np.arange(len(table)) % 3 == 0, "north", "south")
+        paths[name] = tmp_path / f"{name}.csv"
+        table.to_csv(paths[name], index=False)
+    # The model was fitted on named columns, so the extra column is simply not one of its features.
+    config = _config(
+        digits_audit,
+        digits_audit.overfit_model,
+        tmp_path / "out",
+        train=str(paths["m"]),
+        holdout=str(paths["n"]),
+        slice_column="site",
+        attacks=["loss"],
+        population=None,
+        split_check=False,
+    )
+    result = run_audit(config).result
+    sites = [s for s in result.attack("loss").slices if s["by"] == "site"]
+    assert [s["slice"] for s in sites] == ["north", "south"]
+    assert sum(s["n_members"] for s in sites) == 600
+
+
+def test_shifted_split_is_flagged_in_the_result(digits_audit, tmp_path) -> None:
+    table = pd.concat([pd.read_csv(digits_audit.members), pd.read_csv(digits_audit.nonmembers)], ignore_index=True)
+    ink = table.drop(columns="digit").sum(axis=1)
+    order = np.argsort(ink.to_numpy())
+    table.iloc[order[600:]].to_csv(tmp_path / "bold.csv", index=False)
+    table.iloc[order[:600]].to_csv(tmp_path / "thin.csv", index=False)
+    config = _config(
+        digits_audit,
+        digits_audit.overfit_model,
+        tmp_path / "out",
+        train=str(tmp_path / "bold.csv"),
+        holdout=str(tmp_path / "thin.csv"),
+        attacks=["loss"],
+        population=None,
+    )
+    result = run_audit(config).result
+    assert result.split_check["ok"] is False
+    assert any("SPLIT CHECK FAILED" in w for w in result.warnings)
