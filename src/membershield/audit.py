@@ -7,6 +7,7 @@ Logits of the target and of every reference are computed once and shared by all 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,9 +23,11 @@ from membershield.data.pool import Pool, build_pool, load_population
 from membershield.errors import InputDataError, MembershieldError
 from membershield.result import AttackResult, AuditResult
 from membershield.split_check import blind_split_check
-from membershield.targets import LoadedModel, Target, load_model
+from membershield.targets import LoadedModel, load_model
 from membershield.training import LogitCache, ReferenceJob, membership_plan, train_or_load
+from membershield.training.backends import create_backend
 from membershield.training.cache import cache_key
+from membershield.training.references import job_key
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as ``progress(stage, done, total)``; ``total`` is 0 for a stage without countable steps."""
@@ -110,83 +113,129 @@ def _attack_metrics(
     }
 
 
-def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> AuditRun:
-    """Run a model audit and write ``audit.json`` and ``scores.csv`` into ``config.out``."""
+@dataclass
+class PreparedAudit:
+    """Everything loaded and checked before any model trains: shared by the audit and its ``--plan``."""
+
+    loaded: LoadedModel
+    pool: Pool
+    features: pd.DataFrame  # audit records, then population records
+    raw_labels: np.ndarray
+    labels: np.ndarray  # class indices
+    classes: np.ndarray
+    fingerprints: dict[str, str]
+    data_fingerprint: str
+    n_references: int
+    keep: np.ndarray
+    jobs: list[ReferenceJob]
+    target_job: ReferenceJob | None  # set when the target itself comes from a recipe
+
+    @property
+    def n_audit(self) -> int:
+        return len(self.pool)
+
+
+def prepare_audit(config: AuditConfig) -> PreparedAudit:
+    """Load and validate the model and data, and decide which models must exist."""
     config.validate()
     attacks = [create_attack(name) for name in config.attacks]
     n_references = config.references if any(a.min_references for a in attacks) else 0
     for attack in attacks:
         attack.check(n_references)
-    report = progress or (lambda stage, done, total: None)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    report("loading model and data", 0, 0)
-    loaded: LoadedModel = load_model(config.model)
+    loaded = load_model(config.model)
     pool = build_pool(
         config.train, config.holdout, config.label_column, config.slice_column, tuple(config.ignore_columns)
     )
-    features = pool.features
-    raw_labels = pool.labels
+    features, raw_labels = pool.features, pool.labels
     fingerprints = dict(pool.fingerprints)
-    n_audit = len(pool)
     if config.population:
         pop_features, pop_labels, fingerprints["population"] = load_population(
             config.population, config.label_column, list(features.columns)
         )
         features = pd.concat([features, pop_features], ignore_index=True)
         raw_labels = np.concatenate([raw_labels, pop_labels])
-    data_fingerprint = cache_key(*[f"{k}={v}" for k, v in sorted(fingerprints.items())])
-    cache = LogitCache(config.cache) if config.cache else None
-    timings["load"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    target: Target
     if loaded.target is not None:
-        target = loaded.target
-        classes = np.asarray(target.classes)
+        classes = np.asarray(loaded.target.classes)
     else:
-        member_labels = raw_labels[:n_audit][pool.is_member]
+        member_labels = raw_labels[: len(pool)][pool.is_member]
         classes = np.array(sorted(set(member_labels.tolist()), key=lambda v: (str(type(v)), v)))
     raw_labels = _normalise_label_types(raw_labels, classes)
-    sources = {"members": config.train, "nonmembers": config.holdout}
-    for source, path in sources.items():
-        rows = np.flatnonzero(pool.source == source)
-        _class_indices(raw_labels[rows], classes, path, config.label_column)
+    for source, path in (("members", config.train), ("nonmembers", config.holdout)):
+        _class_indices(raw_labels[np.flatnonzero(pool.source == source)], classes, path, config.label_column)
     labels = _class_indices(raw_labels, classes, config.population or config.train, config.label_column)
 
-    target_train_mask = np.zeros(len(labels), dtype=bool)
-    target_train_mask[:n_audit] = pool.is_member
+    keep = membership_plan(len(labels), n_references, pool.n_members / len(labels), config.seed)
+    jobs = [ReferenceJob(f"reference-{k}", keep[k], config.seed * 100_003 + k + 1) for k in range(n_references)]
+    target_job = None
     if loaded.target is None:
-        report("training the target from its recipe", 0, 1)
-        target_logits, _ = train_or_load(
-            loaded.recipe,
-            features,
-            raw_labels,
-            classes,
-            [ReferenceJob("target", target_train_mask, config.seed)],
-            data_fingerprint,
+        target_mask = np.zeros(len(labels), dtype=bool)
+        target_mask[: len(pool)] = pool.is_member
+        target_job = ReferenceJob("target", target_mask, config.seed)
+    return PreparedAudit(
+        loaded=loaded,
+        pool=pool,
+        features=features,
+        raw_labels=raw_labels,
+        labels=labels,
+        classes=classes,
+        fingerprints=fingerprints,
+        data_fingerprint=cache_key(*[f"{k}={v}" for k, v in sorted(fingerprints.items())]),
+        n_references=n_references,
+        keep=keep,
+        jobs=jobs,
+        target_job=target_job,
+    )
+
+
+def _target_logits(prepared: PreparedAudit, config: AuditConfig, cache: LogitCache | None, backend) -> np.ndarray:
+    if prepared.target_job is not None:
+        logits, _ = train_or_load(
+            prepared.loaded.recipe,
+            prepared.features,
+            prepared.raw_labels,
+            prepared.classes,
+            [prepared.target_job],
+            prepared.data_fingerprint,
             cache,
+            backend=backend,
         )
-        target_logits = target_logits[0]
-        report("training the target from its recipe", 1, 1)
+        logits = logits[0]
     else:
+        assert prepared.loaded.target is not None
         try:
-            target_logits = np.asarray(target.logits(features), dtype=np.float32)
+            logits = np.asarray(prepared.loaded.target.logits(prepared.features), dtype=np.float32)
         except MembershieldError:
             raise
         except Exception as exc:  # the user's model failed on the user's data: say where
             raise InputDataError(
                 f"the model failed to score the data from {config.train}: {type(exc).__name__}: {exc}".splitlines()[0]
             ) from exc
-    if not np.isfinite(target_logits).all():
+    if not np.isfinite(logits).all():
         raise InputDataError("the model returned NaN or infinite outputs on the audit data; check the model")
+    return logits
+
+
+def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> AuditRun:
+    """Run a model audit and write ``audit.json`` and ``scores.csv`` into ``config.out``."""
+    report = progress or (lambda stage, done, total: None)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    report("loading model and data", 0, 0)
+    prepared = prepare_audit(config)
+    attacks = [create_attack(name) for name in config.attacks]
+    cache = LogitCache(config.cache) if config.cache else None
+    backend = create_backend(config.backend, config.ray_address, config.n_jobs)
+    pool, labels, classes, raw_labels = prepared.pool, prepared.labels, prepared.classes, prepared.raw_labels
+    loaded, n_audit, n_references, keep = prepared.loaded, prepared.n_audit, prepared.n_references, prepared.keep
+    timings["load"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    if prepared.target_job is not None:
+        report("training the target from its recipe", 0, 1)
+    target_logits = _target_logits(prepared, config, cache, backend)
     timings["target"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    in_fraction = pool.n_members / len(labels)
-    keep = membership_plan(len(labels), n_references, in_fraction, config.seed)
-    jobs = [ReferenceJob(f"reference-{k}", keep[k], config.seed * 100_003 + k + 1) for k in range(n_references)]
     done = {"count": 0}
 
     def on_done(_k: int, _cached: bool) -> None:
@@ -196,7 +245,15 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
     if n_references:
         report("reference models", 0, n_references)
     reference_logits, training = train_or_load(
-        loaded.recipe, features, raw_labels, classes, jobs, data_fingerprint, cache, on_done
+        loaded.recipe,
+        prepared.features,
+        raw_labels,
+        classes,
+        prepared.jobs,
+        prepared.data_fingerprint,
+        cache,
+        backend=backend,
+        on_done=on_done,
     )
     timings["references"] = time.perf_counter() - clock
 
@@ -254,12 +311,12 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
             "kind": loaded.kind,
             "spec": loaded.spec,
             "sha256": loaded.sha256,
-            "access": getattr(target, "access", "white-box") if loaded.target is not None else "white-box",
+            "access": loaded.target.access if loaded.target is not None else "white-box",
             "classes": [str(c) for c in classes.tolist()],
             "recipe": loaded.recipe.identity(),
         },
         data={
-            "fingerprints": fingerprints,
+            "fingerprints": prepared.fingerprints,
             "n_members": pool.n_members,
             "n_nonmembers": pool.n_nonmembers,
             "n_population": len(labels) - n_audit,
@@ -270,10 +327,11 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
         utility=utility,
         split_check=split.to_dict() if split else None,
         references={
+            "backend": config.backend,
             "count": n_references,
             "trained": training.trained,
             "loaded_from_cache": training.loaded,
-            "in_fraction": in_fraction,
+            "in_fraction": pool.n_members / len(labels),
             "seconds_training": training.seconds_training,
         },
         attacks=attack_results,
@@ -303,3 +361,59 @@ def write_outputs(run: AuditRun, out: str | Path) -> None:
         run.scores.to_csv(directory / "scores.csv", index=False)
     except OSError as exc:
         raise MembershieldError(f"cannot write results to {directory}: {exc.strerror} (pass --out DIR)") from exc
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    n_models: int
+    n_cached: int
+    n_to_train: int
+    probe_seconds: float | None
+    parallelism: int
+    estimated_seconds: float
+
+    def describe(self) -> str:
+        if self.n_to_train == 0:
+            return f"{self.n_models} models needed, all {self.n_cached} cached: the audit only queries and attacks."
+        probe = f"one model trained in {self.probe_seconds:.1f} s (now cached)" if self.probe_seconds else ""
+        return (
+            f"{self.n_models} models needed: {self.n_cached} cached, {self.n_to_train} to train;"
+            f" {probe}; estimated training time {self.estimated_seconds:.0f} s with {self.parallelism} worker(s)"
+        )
+
+
+def plan_audit(config: AuditConfig) -> AuditPlan:
+    """Count the models an audit needs and how many are cached; time one model to estimate the rest.
+
+    The probe model is stored in the cache, so planning costs nothing that the audit would not spend.
+    """
+    prepared = prepare_audit(config)
+    cache = LogitCache(config.cache) if config.cache else None
+    recipe = prepared.loaded.recipe
+    jobs = ([prepared.target_job] if prepared.target_job is not None else []) + prepared.jobs
+    missing = [j for j in jobs if cache is None or cache.load(job_key(recipe, prepared.data_fingerprint, j)) is None]
+    parallelism = 1 if config.backend == "local" else (config.n_jobs or os.cpu_count() or 1)
+    probe_seconds = None
+    estimate = 0.0
+    if missing:
+        start = time.perf_counter()
+        train_or_load(
+            recipe,
+            prepared.features,
+            prepared.raw_labels,
+            prepared.classes,
+            missing[:1],
+            prepared.data_fingerprint,
+            cache,
+        )
+        probe_seconds = time.perf_counter() - start
+        estimate = probe_seconds * (len(missing) - 1) / parallelism
+    n_to_train = len(missing) - (1 if missing and cache is not None else 0)
+    return AuditPlan(
+        n_models=len(jobs),
+        n_cached=len(jobs) - len(missing),
+        n_to_train=n_to_train,
+        probe_seconds=probe_seconds,
+        parallelism=parallelism,
+        estimated_seconds=estimate,
+    )

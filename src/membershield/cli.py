@@ -122,9 +122,17 @@ def audit(
     out: Annotated[str | None, typer.Option(help="Output directory for audit.json and scores.csv.")] = None,
     cache: Annotated[str | None, typer.Option(help="Directory of cached reference-model outputs.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with the same options; flags override it.")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Where reference models train: local, processes (joblib) or ray.")
+    ] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one).")] = None,
+    n_jobs: Annotated[int | None, typer.Option(help="Parallel workers for the processes and ray backends.")] = None,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Print how many models will train, how many are cached, and an ETA.")
+    ] = False,
 ) -> None:
     """Audit a trained classifier: attack it, measure the leakage, write audit.json and scores.csv."""
-    from membershield.audit import run_audit
+    from membershield.audit import run_audit  # deferred: keeps `membershield --help` fast
 
     file_values = read_config_file(config) if config is not None else {}
     flags = {
@@ -136,12 +144,20 @@ def audit(
         "references": references,
         "population": population,
         "slice_column": slice_column,
+        "backend": backend,
+        "ray_address": ray_address,
+        "n_jobs": n_jobs,
         "seed": seed,
         "out": out,
         "cache": cache,
         "ignore_columns": [c.strip() for c in ignore_columns.split(",") if c.strip()] if ignore_columns else None,
     }
     cfg = build_config(file_values, flags)
+    if plan:
+        from membershield.audit import plan_audit
+
+        console.print(plan_audit(cfg).describe())
+        return
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -14,6 +14,7 @@ from typing import Any
 
 from membershield.attacks import DEFAULT_ATTACKS, parse_attack_list
 from membershield.errors import ConfigError
+from membershield.training.backends import BACKENDS
 
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
 
@@ -37,6 +38,9 @@ class AuditConfig:
     prior: float = 0.5
     top_k: int = 10
     split_check: bool = True
+    backend: str = "local"
+    ray_address: str | None = None
+    n_jobs: int | None = None
 
     def validate(self) -> AuditConfig:
         _check_types(self)
@@ -51,6 +55,10 @@ class AuditConfig:
             raise ConfigError(f"prior must be strictly between 0 and 1, got {self.prior}")
         if self.top_k < 0:
             raise ConfigError(f"top_k must be 0 or more, got {self.top_k}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend '{self.backend}': choose one of {', '.join(BACKENDS)}")
+        if self.n_jobs is not None and self.n_jobs < 1:
+            raise ConfigError(f"n_jobs must be 1 or more, got {self.n_jobs}")
         self.fprs = sorted(float(f) for f in self.fprs)
         return self
 

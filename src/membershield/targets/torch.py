@@ -83,6 +83,11 @@ class TorchRecipe:
             raise ModelLoadError(f"recipe {self.spec} returned {type(module).__name__}; it must return an nn.Module")
         return TorchTarget(module, np.asarray(classes))
 
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        # The function was imported from a file under a private module name that other processes do not
+        # have; re-importing the file by its spec is what a worker process or Ray task needs.
+        return load_recipe, (self.spec,)
+
     def identity(self) -> str:
         return f"torch-recipe:{self.spec.rsplit(':', 1)[1]}:{self.source_sha256}"
 

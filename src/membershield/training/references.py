@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from membershield.targets.base import Recipe
+from membershield.training.backends import Backend, LocalBackend, TrainingTask
 from membershield.training.cache import LogitCache, cache_key
 
 
@@ -48,28 +49,41 @@ def train_or_load(
     jobs: list[ReferenceJob],
     data_fingerprint: str,
     cache: LogitCache | None,
+    backend: Backend | None = None,
     on_done: Callable[[int, bool], None] | None = None,
 ) -> tuple[np.ndarray, TrainingReport]:
-    """Logits ``(len(jobs), n, C)`` of each job's model on all rows; finished jobs are stored at once,
-    so an interrupted run loses at most the model in progress."""
+    """Logits ``(len(jobs), n, C)`` of each job's model on all rows.
+
+    Cached jobs are loaded; the rest go to ``backend`` and each result is stored as soon as it arrives,
+    so an interrupted run loses only the models in flight.
+    """
     report = TrainingReport()
     out = np.empty((len(jobs), len(labels), len(classes)), dtype=np.float32)
+    keys = [job_key(recipe, data_fingerprint, job) for job in jobs]
+    tasks = []
     for k, job in enumerate(jobs):
-        key = job_key(recipe, data_fingerprint, job)
-        cached = cache.load(key) if cache is not None else None
+        cached = cache.load(keys[k]) if cache is not None else None
         if cached is not None and cached.shape == out.shape[1:]:
             out[k] = cached
             report.loaded += 1
             if on_done:
                 on_done(k, True)
-            continue
-        start = time.perf_counter()
-        model = recipe.fit(features[job.train_mask], labels[job.train_mask], classes, job.seed)
-        out[k] = model.logits(features)
-        report.seconds_training += time.perf_counter() - start
+        else:
+            tasks.append(TrainingTask(k, job.train_mask, job.seed))
+    start = time.perf_counter()
+    for index, logits in (backend or LocalBackend()).run(recipe, features, labels, classes, tasks):
+        out[index] = logits
         report.trained += 1
         if cache is not None:
-            cache.store(key, out[k])
+            cache.store(keys[index], logits)
         if on_done:
-            on_done(k, False)
+            on_done(index, False)
+    report.seconds_training = time.perf_counter() - start
     return out, report
+
+
+def count_cached(recipe: Recipe, jobs: list[ReferenceJob], data_fingerprint: str, cache: LogitCache | None) -> int:
+    """How many of ``jobs`` have a valid cache entry (checksums verified)."""
+    if cache is None:
+        return 0
+    return sum(cache.load(job_key(recipe, data_fingerprint, job)) is not None for job in jobs)

@@ -1,0 +1,140 @@
+"""Where reference models train: in this process, in local worker processes, or on a Ray cluster.
+
+Every backend runs the same pure job function, ``train_job``, and hands results back as they finish, so
+the caller can store each one in the cache at once (an interrupted audit loses at most the models in
+flight). Seeds travel with the jobs, so the same audit gives the same models on every backend.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from membershield.errors import ConfigError
+from membershield.targets.base import Recipe
+
+BACKENDS = ("local", "processes", "ray")
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    index: int
+    train_mask: np.ndarray
+    seed: int
+
+
+def train_job(
+    recipe: Recipe, features: pd.DataFrame, labels: np.ndarray, classes: np.ndarray, task: TrainingTask
+) -> tuple[int, np.ndarray]:
+    """Train one model on its rows and return its logits on every row."""
+    model = recipe.fit(features[task.train_mask], labels[task.train_mask], classes, task.seed)
+    return task.index, np.asarray(model.logits(features), dtype=np.float32)
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(
+        self,
+        recipe: Recipe,
+        features: pd.DataFrame,
+        labels: np.ndarray,
+        classes: np.ndarray,
+        tasks: list[TrainingTask],
+    ) -> Iterator[tuple[int, np.ndarray]]: ...
+
+
+class LocalBackend:
+    name = "local"
+
+    def run(self, recipe, features, labels, classes, tasks):  # type: ignore[no-untyped-def]
+        for task in tasks:
+            yield train_job(recipe, features, labels, classes, task)
+
+
+class ProcessBackend:
+    """joblib's loky workers on this machine; needs nothing installed beyond joblib."""
+
+    name = "processes"
+
+    def __init__(self, n_jobs: int | None = None) -> None:
+        self.n_jobs = n_jobs or max(1, os.cpu_count() or 1)
+
+    def run(self, recipe, features, labels, classes, tasks):  # type: ignore[no-untyped-def]
+        from joblib import Parallel, delayed
+
+        parallel = Parallel(n_jobs=self.n_jobs, backend="loky", return_as="generator_unordered")
+        yield from parallel(delayed(train_job)(recipe, features, labels, classes, task) for task in tasks)
+
+
+class RayBackend:
+    """Ray tasks: joins ``address`` when given, else starts a local Ray instance for this audit."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise ConfigError("the ray backend needs Ray: pip install 'membershield[ray]'") from exc
+        self.ray = ray
+        self.address = address
+        self.num_cpus = num_cpus
+
+    def _connect(self) -> None:
+        if self.ray.is_initialized():
+            return
+        if self.address and self.address != "auto":
+            check_reachable(self.address)
+        try:
+            if self.address:
+                self.ray.init(address=self.address, log_to_driver=False)
+            else:
+                self.ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own types here
+            raise ConfigError(
+                f"cannot connect to the Ray cluster at {self.address or 'a new local instance'}:"
+                f" {type(exc).__name__}: {exc}".splitlines()[0]
+                + " (check --ray-address)"
+            ) from exc
+
+    def run(self, recipe, features, labels, classes, tasks):  # type: ignore[no-untyped-def]
+        self._connect()
+        ray = self.ray
+        remote = ray.remote(train_job)
+        shared = [ray.put(x) for x in (recipe, features, labels, classes)]
+        pending = [remote.remote(*shared, task) for task in tasks]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a cluster address nobody listens on; ``ray.init`` would retry for minutes."""
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address '{address}' must look like HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} (is it running? check --ray-address)"
+        ) from exc
+
+
+def create_backend(name: str, ray_address: str | None = None, n_jobs: int | None = None) -> Any:
+    if name == "local":
+        return LocalBackend()
+    if name == "processes":
+        return ProcessBackend(n_jobs)
+    if name == "ray":
+        return RayBackend(ray_address, n_jobs)
+    raise ConfigError(f"unknown backend '{name}': choose one of {', '.join(BACKENDS)}")
