@@ -92,7 +92,7 @@ def test_plan_counts_cached_models_and_caches_its_probe(digits_audit, tmp_path) 
 
 
 def test_plan_flag_prints_and_exits_zero(digits_audit, tmp_path, monkeypatch, capsys) -> None:
-    args = base_args(digits_audit, tmp_path, **{"--attacks": "lira", "--references": "2"}) + ["--plan"]
+    args = [*base_args(digits_audit, tmp_path, **{"--attacks": "lira", "--references": "2"}), "--plan"]
     code, out, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     assert "2 models needed" in out and "to train" in out
