@@ -34,7 +34,12 @@ def synthetic_inputs(leaky: bool, seed: int = 0) -> tuple[AttackInputs, np.ndarr
     target_in = is_member if leaky else np.zeros(n, bool)
     keep = membership_plan(n, N_REFERENCES, 0.5, seed)
     references = np.stack([model_logits(keep[k]) for k in range(N_REFERENCES)])
-    inputs = AttackInputs(labels, model_logits(target_in), references, keep, N_AUDIT, seed)
+    target = model_logits(target_in)
+    # Perturbed queries, simulated as noise on the target's logits: a record far from the decision
+    # boundary keeps its label more often.
+    perturbed = target[None] + rng.normal(0, 1.0, (32, *target.shape))
+    noisy_correct = (perturbed.argmax(axis=2) == labels).mean(axis=0)
+    inputs = AttackInputs(labels, target, references, keep, N_AUDIT, seed, noisy_correct)
     return inputs, is_member[:N_AUDIT]
 
 

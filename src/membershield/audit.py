@@ -18,9 +18,11 @@ import pandas as pd
 
 from membershield import metrics
 from membershield.attacks import AttackInputs, create_attack
+from membershield.attacks.label_only import NOISE_QUERIES, NOISE_SCALE
 from membershield.config import AuditConfig
 from membershield.data.pool import Pool, build_pool, load_population
 from membershield.errors import InputDataError, MembershieldError
+from membershield.noise_queries import noisy_label_agreement
 from membershield.result import AttackResult, AuditResult
 from membershield.split_check import blind_split_check
 from membershield.targets import LoadedModel, load_model
@@ -257,7 +259,22 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
     )
     timings["references"] = time.perf_counter() - clock
 
-    inputs = AttackInputs(labels, target_logits, reference_logits, keep, n_audit, config.seed)
+    noisy_correct = None
+    if any(a.needs_noise_queries for a in attacks):
+        report("label-only queries on perturbed records", 0, 0)
+        live_target = loaded.target
+        if live_target is None:
+            # A recipe target's outputs are cached, but perturbed queries need the model itself; the same
+            # seed retrains the same model.
+            assert prepared.target_job is not None
+            mask = prepared.target_job.train_mask
+            live_target = loaded.recipe.fit(
+                prepared.features[mask], raw_labels[mask], classes, prepared.target_job.seed
+            )
+        noisy_correct = noisy_label_agreement(
+            live_target, prepared.features, labels, NOISE_QUERIES, NOISE_SCALE, config.seed
+        )
+    inputs = AttackInputs(labels, target_logits, reference_logits, keep, n_audit, config.seed, noisy_correct)
     is_member = pool.is_member
     labels_text = raw_labels[:n_audit].astype(str)
     slices = _slices(pool, labels_text)
@@ -347,6 +364,12 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
             "is_member": is_member,
             "label": raw_labels[:n_audit],
             **score_columns,
+            # The target's own prediction (argmax class and its softmax probability), for calibration.
+            "predicted_label": classes[predictions],
+            "predicted_confidence": 1.0
+            / np.exp(target_logits[:n_audit] - target_logits[:n_audit].max(axis=1, keepdims=True))
+            .astype(np.float64)
+            .sum(axis=1),
         }
     )
     write_outputs(AuditRun(result, scores_frame), config.out)

@@ -10,6 +10,7 @@ import difflib
 from membershield.attacks.base import Attack, AttackInputs
 from membershield.attacks.confidence import ConfidenceAttack
 from membershield.attacks.entropy import EntropyAttack
+from membershield.attacks.label_only import LabelOnlyGap, LabelOnlyNoise
 from membershield.attacks.lira import (
     LiraOffline,
     LiraOfflineFixedVariance,
@@ -34,6 +35,8 @@ BUILT_IN: tuple[type[Attack], ...] = (
     LiraOfflineFixedVariance,
     RmiaOnline,
     RmiaOffline,
+    LabelOnlyGap,
+    LabelOnlyNoise,
 )
 REGISTRY: dict[str, type[Attack]] = {cls.name: cls for cls in BUILT_IN}
 DEFAULT_ATTACKS = (

@@ -29,6 +29,7 @@ class AttackInputs:
     reference_in: np.ndarray  # (K, n) bool
     n_audit: int  # rows [0, n_audit) are audit records; the rest are population records
     seed: int = 0
+    noisy_correct: np.ndarray | None = None  # (n,) share of perturbed queries labelled correctly
 
     @property
     def n_references(self) -> int:
@@ -47,6 +48,7 @@ class Attack(ABC):
     citation: ClassVar[str]
     access: ClassVar[str] = "black-box"
     min_references: ClassVar[int] = 0
+    needs_noise_queries: ClassVar[bool] = False
 
     def check(self, n_references: int) -> None:
         if n_references < self.min_references:
