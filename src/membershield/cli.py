@@ -80,7 +80,7 @@ def print_summary(result: AuditResult, out: Path) -> None:
         console.print(f"split check: blind AUC {s['blind_auc']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f}) {state}")
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
-    console.print(f"wrote {out / 'audit.json'} and {out / 'scores.csv'}")
+    console.print(f"wrote {out / 'audit.json'}, {out / 'scores.csv'} and {out / 'report.html'}")
 
 
 class _RichProgress:
@@ -168,6 +168,9 @@ def audit(
     )
     with Progress(*columns, console=errors, transient=True) as progress:
         run = run_audit(cfg, progress=_RichProgress(progress))
+    from membershield.report.html import write_html_report  # deferred like run_audit: matplotlib loads slowly
+
+    write_html_report(run.result, run.scores, Path(cfg.out) / "report.html")
     print_summary(run.result, Path(cfg.out))
 
 
@@ -180,6 +183,28 @@ def list_attacks() -> None:
     for name, cls in REGISTRY.items():
         table.add_row(name, cls.access, str(cls.min_references), cls.citation)
     console.print(table)
+
+
+@app.command()
+def report(
+    audit_file: Annotated[
+        Path, typer.Argument(metavar="AUDIT_JSON", help="The audit.json written by `membershield audit`.")
+    ],
+    output_format: Annotated[
+        str, typer.Option("--format", help="html: the full report; md: a short summary for a pull-request comment.")
+    ] = "html",
+    out: Annotated[
+        Path | None, typer.Option(help="Output file (default: report.html next to audit.json; md prints instead).")
+    ] = None,
+) -> None:
+    """Render the report of a finished audit from its audit.json and the scores.csv next to it."""
+    from membershield.report import write_report
+
+    path, text = write_report(audit_file, output_format, out)
+    if path is None:
+        typer.echo(text, nl=False)
+    else:
+        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -1,0 +1,317 @@
+"""Reports for people: a self-contained HTML page and a short Markdown summary of one audit.
+
+This module holds what every format shares: reading ``audit.json`` (and the ``scores.csv`` next to it)
+back, choosing the headline attack, the verdict, and the wording of numbers. The wording follows one
+rule (DESIGN.md): a rate is never shown without its 95% interval and the counts behind it, and a TPR at
+an FPR the data cannot resolve is "not measurable (n non-members)", never a number.
+
+``html.py`` and ``markdown.py`` render; ``plots.py`` draws. Rendering never changes the result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from membershield.errors import ConfigError, InputDataError, MembershieldError
+from membershield.result import SCHEMA_VERSION, AttackResult, AuditResult
+
+__all__ = [
+    "FORMATS",
+    "Verdict",
+    "default_report_path",
+    "fmt_count_rate",
+    "fmt_interval",
+    "fmt_pct",
+    "fmt_rate",
+    "headline",
+    "load_result",
+    "read_scores",
+    "render_report",
+    "verdict",
+    "write_report",
+    "write_text",
+]
+
+FORMATS = ("html", "md")
+HEADLINE_FPR = 0.01
+
+
+# --------------------------------------------------------------------------------------------------
+# reading a finished audit back
+
+
+def _audit_json_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "audit.json"
+    if not path.is_file():
+        raise InputDataError(f"{path}: file not found; pass the audit.json written by `membershield audit`")
+    return path
+
+
+def load_result(path: str | Path) -> AuditResult:
+    """Read an ``audit.json`` (or a directory holding one) into an :class:`AuditResult`.
+
+    Raises :class:`InputDataError` naming the file and what is wrong with it: missing, not JSON, not an
+    audit result, or written by an incompatible schema version.
+    """
+    path = _audit_json_path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputDataError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); pass the audit.json written by"
+            " `membershield audit`"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{path}: cannot be read ({exc}); check the file and its permissions") from exc
+    if not isinstance(document, dict):
+        raise InputDataError(f"{path}: not an audit result (a JSON {type(document).__name__}, not an object)")
+    version = str(document.get("schema_version", ""))
+    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise InputDataError(
+            f"{path}: schema version {version or 'missing'} is not supported (this membershield reads"
+            f" {SCHEMA_VERSION.split('.')[0]}.x); re-run the audit with this version"
+        )
+    required = [f.name for f in fields(AuditResult) if f.name not in ("warnings", "created_at", "environment")]
+    missing = [name for name in required if name not in document]
+    if missing:
+        raise InputDataError(f"{path}: not an audit result (missing {', '.join(missing)})")
+    attack_fields = [f.name for f in fields(AttackResult)]
+    attacks = []
+    for i, entry in enumerate(document["attacks"] or []):
+        absent = [name for name in attack_fields if not isinstance(entry, dict) or name not in entry]
+        if absent:
+            raise InputDataError(f"{path}: attack #{i + 1} lacks {', '.join(absent)}; the file is incomplete")
+        attacks.append(AttackResult(**{name: entry[name] for name in attack_fields}))
+    if not attacks:
+        raise InputDataError(f"{path}: the audit result lists no attacks; nothing to report")
+    known = {f.name for f in fields(AuditResult)}
+    values = {k: v for k, v in document.items() if k in known and k != "attacks"}
+    return AuditResult(attacks=attacks, **values)
+
+
+def read_scores(directory: str | Path, result: AuditResult | dict[str, Any]) -> tuple[pd.DataFrame | None, str | None]:
+    """The per-record scores from ``directory/scores.csv``, or ``(None, reason)`` when they are unusable.
+
+    Plots that need per-record scores are left out (with the reason shown) rather than failing the report.
+    """
+    path = Path(directory) / "scores.csv"
+    if not path.is_file():
+        return None, f"{path.name} was not found next to audit.json, so per-record plots are left out"
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        return None, f"{path.name} could not be read ({type(exc).__name__}), so per-record plots are left out"
+    document = _as_dict(result)
+    needed = ["is_member"]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        return None, f"{path.name} lacks the column(s) {', '.join(missing)}, so per-record plots are left out"
+    n_expected = document["data"]["n_members"] + document["data"]["n_nonmembers"]
+    if len(frame) != n_expected:
+        return None, (
+            f"{path.name} has {len(frame)} rows but the audit scored {n_expected} records;"
+            " it belongs to another audit, so per-record plots are left out"
+        )
+    return frame, None
+
+
+def _as_dict(result: AuditResult | dict[str, Any]) -> dict[str, Any]:
+    return result.to_dict() if isinstance(result, AuditResult) else result
+
+
+# --------------------------------------------------------------------------------------------------
+# wording of numbers
+
+
+def fmt_pct(value: float | None) -> str:
+    """A proportion as a percentage: one decimal, two significant digits below 1%."""
+    if value is None:
+        return "n/a"
+    percent = 100.0 * value
+    if percent == 0 or abs(percent) >= 1:
+        return f"{percent:.1f}%"
+    return f"{percent:.2g}%"
+
+
+def fmt_interval(low: float | None, high: float | None, percent: bool = True) -> str:
+    if low is None or high is None:
+        return "n/a"
+    if percent:
+        return f"{fmt_pct(low)[:-1]}–{fmt_pct(high)}"
+    return f"{low:.3f}–{high:.3f}"
+
+
+def fmt_count_rate(successes: int, trials: int) -> str:
+    """A rate from counts, with its exact 95% interval: ``97.0% (95% CI 95.3–98.2%; 582 of 600)``."""
+    from membershield.metrics import clopper_pearson
+
+    if trials == 0:
+        return "n/a (no records)"
+    interval = clopper_pearson(successes, trials)
+    shown = fmt_interval(interval.low, interval.high)
+    return f"{fmt_pct(successes / trials)} (95% CI {shown}; {successes} of {trials})"
+
+
+def not_measurable(rate: dict[str, Any]) -> str:
+    return f"not measurable ({rate['n_nonmembers']} non-members)"
+
+
+def fmt_rate(rate: dict[str, Any]) -> str:
+    """One TPR-at-FPR entry on one line: value, interval, and the counts of both classes."""
+    if not rate.get("measurable") or rate.get("tpr") is None:
+        return not_measurable(rate)
+    return (
+        f"{fmt_pct(rate['tpr'])} (95% CI {fmt_interval(rate['ci_low'], rate['ci_high'])};"
+        f" {rate['tp']} of {rate['n_members']} members, {rate['fp']} of {rate['n_nonmembers']} non-members flagged)"
+    )
+
+
+def fmt_fpr(fpr: float) -> str:
+    return f"{100 * fpr:g}%"
+
+
+# --------------------------------------------------------------------------------------------------
+# headline and verdict
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The strongest attack at the headline FPR (1% when measured, else the lowest measurable one)."""
+
+    attack: dict[str, Any]
+    rate: dict[str, Any] | None  # None when no attack has a measurable TPR at any FPR
+
+
+def _rate_at(attack: dict[str, Any], fpr: float) -> dict[str, Any] | None:
+    return next((r for r in attack["tpr_at_fpr"] if r["fpr"] == fpr), None)
+
+
+def headline(result: AuditResult | dict[str, Any]) -> Headline:
+    document = _as_dict(result)
+    attacks = document["attacks"]
+    fprs = sorted({r["fpr"] for a in attacks for r in a["tpr_at_fpr"] if r["measurable"]})
+    chosen = HEADLINE_FPR if HEADLINE_FPR in fprs else (fprs[0] if fprs else None)
+    if chosen is None:
+        best = max(attacks, key=lambda a: a["auc"] if a["auc"] is not None else -1.0)
+        return Headline(best, None)
+
+    def strength(attack: dict[str, Any]) -> tuple[float, float]:
+        rate = _rate_at(attack, chosen)
+        tpr = rate["tpr"] if rate and rate["measurable"] and rate["tpr"] is not None else -1.0
+        return tpr, attack["auc"] if attack["auc"] is not None else -1.0
+
+    best = max(attacks, key=strength)
+    return Headline(best, _rate_at(best, chosen))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    level: str  # "leak", "no-leak" or "inconclusive"
+    title: str
+    detail: str
+
+
+def _detected(attack: dict[str, Any]) -> bool:
+    """Leakage shown at 95% confidence: the AUC interval, or a TPR interval, lies above chance."""
+    if attack["auc_ci_low"] is not None and attack["auc_ci_low"] > 0.5:
+        return True
+    return any(r["measurable"] and r["ci_low"] is not None and r["ci_low"] > r["fpr"] for r in attack["tpr_at_fpr"])
+
+
+def verdict(result: AuditResult | dict[str, Any]) -> Verdict:
+    """One sentence an auditor can act on; the evidence follows in the report."""
+    document = _as_dict(result)
+    top = headline(document)
+    name = top.attack["name"]
+    rate = top.rate
+    if rate is not None and rate["tpr"] is not None:
+        ratio = f": {rate['tpr'] / rate['fpr']:.1f}× what a blind guess achieves" if rate["tpr"] else ""
+        evidence = (
+            f"The strongest attack, {name}, finds {rate['tp']} of {rate['n_members']} training records"
+            f" ({fmt_pct(rate['tpr'])}, 95% CI {fmt_interval(rate['ci_low'], rate['ci_high'])}) while flagging"
+            f" {rate['fp']} of {rate['n_nonmembers']} non-members (FPR at most {fmt_fpr(rate['fpr'])}){ratio}."
+        )
+    else:
+        auc = top.attack["auc"]
+        shown = (
+            f" (AUC {auc:.3f}, 95% CI {fmt_interval(top.attack['auc_ci_low'], top.attack['auc_ci_high'], False)})"
+            if auc is not None
+            else ""
+        )
+        evidence = (
+            f"No TPR is measurable at the configured FPRs with {document['data']['n_nonmembers']} non-members;"
+            f" the strongest attack by AUC is {name}{shown}."
+        )
+    split = document.get("split_check")
+    if split is not None and not split["ok"]:
+        return Verdict(
+            "inconclusive",
+            "Inconclusive: members and non-members differ in distribution",
+            "The split check failed (a classifier that never queries the model tells them apart), so attack"
+            " numbers mix that shift with memorisation and overstate leakage. " + evidence,
+        )
+    detected = [a["name"] for a in document["attacks"] if _detected(a)]
+    if detected:
+        return Verdict(
+            "leak",
+            "Membership leaks: training records can be told apart from unseen ones",
+            evidence + f" Leakage above chance at 95% confidence: {', '.join(detected)}.",
+        )
+    n_in, n_out = document["data"]["n_members"], document["data"]["n_nonmembers"]
+    return Verdict(
+        "no-leak",
+        "No membership leakage detected",
+        f"No attack does better than chance at 95% confidence on {n_in} members and {n_out} non-members;"
+        " a smaller leak than these records can resolve is not ruled out. " + evidence,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# producing report files
+
+
+def default_report_path(audit_json: str | Path, fmt: str) -> Path | None:
+    """``report.html`` next to ``audit.json`` for HTML; None (standard output) for Markdown."""
+    return _audit_json_path(audit_json).parent / "report.html" if fmt == "html" else None
+
+
+def render_report(audit_json: str | Path, fmt: str = "html") -> str:
+    """Render the report of a finished audit from its ``audit.json`` and the ``scores.csv`` next to it."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown report format '{fmt}': choose one of {', '.join(FORMATS)}")
+    path = _audit_json_path(audit_json)
+    result = load_result(path)
+    if fmt == "md":
+        from membershield.report.markdown import render_markdown
+
+        return render_markdown(result)
+    from membershield.report.html import render_html
+
+    scores, note = read_scores(path.parent, result)
+    return render_html(result, scores, scores_note=note)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise MembershieldError(f"cannot write the report to {path}: {exc.strerror} (pass --out PATH)") from exc
+    return path
+
+
+def write_report(audit_json: str | Path, fmt: str = "html", out: str | Path | None = None) -> tuple[Path | None, str]:
+    """Render and, when there is a destination (``out`` or the HTML default), write; returns (path, text)."""
+    text = render_report(audit_json, fmt)
+    destination = Path(out) if out is not None else default_report_path(audit_json, fmt)
+    if destination is None:
+        return None, text
+    return write_text(destination, text), text
