@@ -137,14 +137,18 @@ class PreparedAudit:
         return len(self.pool)
 
 
-def prepare_audit(config: AuditConfig) -> PreparedAudit:
-    """Load and validate the model and data, and decide which models must exist."""
+def prepare_audit(config: AuditConfig, model: LoadedModel | None = None) -> PreparedAudit:
+    """Load and validate the model and data, and decide which models must exist.
+
+    ``model`` replaces loading ``config.model`` from disk, for callers that build a target or recipe in
+    memory (a defended recipe in ``compare``, say); ``config.model`` then only names it.
+    """
     config.validate()
     attacks = [create_attack(name) for name in config.attacks]
     n_references = config.references if any(a.min_references for a in attacks) else 0
     for attack in attacks:
         attack.check(n_references)
-    loaded = load_model(config.model)
+    loaded = model if model is not None else load_model(config.model)
     pool = build_pool(
         config.train, config.holdout, config.label_column, config.slice_column, tuple(config.ignore_columns)
     )
@@ -217,13 +221,18 @@ def _target_logits(prepared: PreparedAudit, config: AuditConfig, cache: LogitCac
     return logits
 
 
-def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> AuditRun:
-    """Run a model audit and write ``audit.json`` and ``scores.csv`` into ``config.out``."""
+def run_audit(
+    config: AuditConfig, progress: ProgressCallback | None = None, model: LoadedModel | None = None
+) -> AuditRun:
+    """Run a model audit and write ``audit.json`` and ``scores.csv`` into ``config.out``.
+
+    ``model``: an already built target/recipe to audit instead of loading ``config.model``.
+    """
     report = progress or (lambda stage, done, total: None)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     report("loading model and data", 0, 0)
-    prepared = prepare_audit(config)
+    prepared = prepare_audit(config, model)
     attacks = [create_attack(name) for name in config.attacks]
     cache = LogitCache(config.cache) if config.cache else None
     backend = create_backend(config.backend, config.ray_address, config.n_jobs)
