@@ -130,6 +130,13 @@ def audit(
     plan: Annotated[
         bool, typer.Option("--plan", help="Print how many models will train, how many are cached, and an ETA.")
     ] = False,
+    store: Annotated[
+        str | None, typer.Option(help="History database, a file or URL (default .membershield/history.db).")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="Name the audit is recorded under (default: the model file's stem).")
+    ] = None,
+    model_version: Annotated[str | None, typer.Option(help="Model version recorded with the audit.")] = None,
 ) -> None:
     """Audit a trained classifier: attack it, measure the leakage, write audit.json and scores.csv."""
     from membershield.audit import run_audit  # deferred: keeps `membershield --help` fast
@@ -172,6 +179,7 @@ def audit(
 
     write_html_report(run.result, run.scores, Path(cfg.out) / "report.html")
     print_summary(run.result, Path(cfg.out))
+    _record_audit(Path(cfg.out), store, model_name, model_version)  # after the files exist: they survive a store error
 
 
 @app.command("attacks")
@@ -182,6 +190,134 @@ def list_attacks() -> None:
         table.add_column(column)
     for name, cls in REGISTRY.items():
         table.add_row(name, cls.access, str(cls.min_references), cls.citation)
+    console.print(table)
+
+
+def _record_audit(out: Path, store: str | None, model_name: str | None, model_version: str | None) -> None:
+    from membershield.gate import load_audit
+    from membershield.store import open_store
+
+    audit_file = out / "audit.json"
+    with open_store(store) as history:
+        record = history.record_audit(
+            load_audit(audit_file),
+            model_name=model_name,
+            model_version=model_version,
+            report_path=str(audit_file),
+            out_dir=str(out),
+        )
+        console.print(f"recorded as audit #{record.id} of '{record.model_name}' in {history.display}", markup=False)
+
+
+@app.command()
+def gate(
+    audit_file: Annotated[
+        Path, typer.Argument(metavar="AUDIT_JSON", help="The audit.json written by `membershield audit`.")
+    ],
+    policy: Annotated[Path, typer.Option(help="Policy TOML with the limits the audit must respect.")],
+    junit: Annotated[Path | None, typer.Option(help="Also write the checks as JUnit XML to this file.")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="History database, a file or URL (default .membershield/history.db).")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="Model name to judge and record under (default: as recorded, or file stem).")
+    ] = None,
+) -> None:
+    """Judge an audit against a policy: exit 0 if every check passes, 1 if any fails, 2 on bad input."""
+    from membershield.gate import evaluate, load_audit, load_policy, write_junit
+    from membershield.store import open_store
+
+    audit_doc = load_audit(audit_file)
+    rules = load_policy(policy)
+    with open_store(store) as history:
+        record = history.find(audit_doc) or history.record_audit(
+            audit_doc, model_name=model_name, report_path=str(audit_file), out_dir=str(audit_file.parent)
+        )
+        if model_name and model_name != record.model_name:
+            record = history.rename(record.id, model_name)
+        previous = history.last_passing(record.model_name, exclude=record) if rules.max_regression else None
+        verdict = evaluate(audit_doc, rules, previous=previous.comparison() if previous else None)
+        failures = [check.describe() for check in verdict.failures]
+        history.record_verdict(
+            record.id,
+            passed=verdict.passed,
+            failures=failures,
+            policy=rules.to_dict(),
+            compared_with=verdict.compared_with,
+        )
+    if junit is not None:
+        write_junit(verdict, junit)
+    for line in failures:
+        console.print(f"FAIL {line}", markup=False, highlight=False, soft_wrap=True)
+    n = len(verdict.checks)
+    if verdict.passed:
+        console.print(f"gate passed: {n} checks on '{record.model_name}' (audit #{record.id})", markup=False)
+    else:
+        console.print(f"gate FAILED: {len(failures)} of {n} checks on '{record.model_name}' (audit #{record.id})")
+        sys.exit(verdict.exit_code)
+
+
+@app.command()
+def history(
+    model: Annotated[str | None, typer.Option(help="Only the audits of this model name.")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="History database, a file or URL (default .membershield/history.db).")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    limit: Annotated[int | None, typer.Option(help="Only the most recent N audits.")] = None,
+) -> None:
+    """Show recorded audits and their verdicts, oldest first, as a trend table or JSON."""
+    import json
+
+    from membershield.errors import ConfigError
+    from membershield.store import open_store
+
+    if output_format not in ("table", "json"):
+        raise ConfigError(f"--format must be 'table' or 'json', got '{output_format}'")
+    with open_store(store) as opened:
+        records = opened.history(model_name=model, limit=limit)
+        where = opened.display
+    if output_format == "json":
+        typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
+        return
+    if not records:
+        console.print(f"no audits recorded in {where}" + (f" for model '{model}'" if model else ""), markup=False)
+        return
+    table = Table(title=f"Audit history ({where})", title_justify="left")
+    for column in ("#", "audited (UTC)", "model", "version", "worst attack", "AUC (95% CI)", "Δ AUC"):
+        table.add_column(column, no_wrap=column != "model", justify="right" if column in ("#", "Δ AUC") else "left")
+    table.add_column("TPR % @ 1% FPR", justify="right")
+    table.add_column("verdict")
+    table.add_column("report")
+    last_auc: dict[str, float] = {}
+    for record in records:
+        worst = record.worst_attack()
+        name, m = worst if worst else ("-", {})
+        auc = m.get("auc")
+        shown_auc = f"{auc:.3f} ({m['auc_ci_low']:.3f}–{m['auc_ci_high']:.3f})" if auc is not None else "n/a"
+        delta = f"{auc - last_auc[record.model_name]:+.3f}" if auc is not None and record.model_name in last_auc else ""
+        if auc is not None:
+            last_auc[record.model_name] = auc
+        rate = m.get("tpr_at_fpr", {}).get("0.01")
+        if rate is None:
+            shown_tpr = "-"
+        elif not rate.get("measurable"):
+            shown_tpr = "not measurable"
+        else:
+            shown_tpr = f"{_pct(rate['tpr'])} ({_pct(rate['ci_low'])}–{_pct(rate['ci_high'])})"
+        verdict = {"pass": "[green]pass[/green]", "fail": "[bold red]FAIL[/bold red]"}.get(record.verdict or "", "-")
+        table.add_row(
+            str(record.id),
+            record.created_at.strftime("%Y-%m-%d %H:%M"),
+            record.model_name,
+            record.model_version or "",
+            name,
+            shown_auc,
+            delta,
+            shown_tpr,
+            verdict,
+            record.out_dir or "",
+        )
     console.print(table)
 
 
@@ -223,7 +359,8 @@ def main() -> None:
     except Exception as exc:  # click usage errors come through here with standalone_mode=False
         import click
 
-        if isinstance(exc, click.ClickException):
+        # typer vendors its own click: its usage errors are TyperExceptions, not click.ClickExceptions
+        if isinstance(exc, click.ClickException | typer.TyperException) and hasattr(exc, "show"):
             exc.show()
             sys.exit(2)
         raise
