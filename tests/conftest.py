@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +69,11 @@ def digits_audit(tmp_path_factory: pytest.TempPathFactory) -> DigitsAudit:
 
 def read_frame(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
+
+
+@pytest.fixture(autouse=True)
+def _history_store_in_temp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audits record their history; in tests it goes to a temporary database, not the working directory."""
+    if "MEMBERSHIELD_STORE" not in os.environ:
+        store = tmp_path_factory.getbasetemp() / "history.db"
+        monkeypatch.setenv("MEMBERSHIELD_STORE", str(store))

@@ -315,8 +315,11 @@ def test_unreachable_postgres_server_gives_one_clear_error() -> None:
     assert_one_line(str(error.value), "postgresql+psycopg://membershield@127.0.0.1:1/history")
 
 
-def test_store_urls_and_model_names(tmp_path) -> None:
+def test_store_urls_and_model_names(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("MEMBERSHIELD_STORE", raising=False)
     assert resolve_url(None).database == str(Path(DEFAULT_STORE).resolve())
+    monkeypatch.setenv("MEMBERSHIELD_STORE", str(tmp_path / "team.db"))
+    assert resolve_url(None).database == str(tmp_path / "team.db")
     assert resolve_url(str(tmp_path / "h.db")).drivername == "sqlite"
     assert resolve_url("postgres://u:secret@db:5432/h").drivername == "postgresql+psycopg"
     assert resolve_url("postgresql://u@db/h").drivername == "postgresql+psycopg"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -48,6 +49,7 @@ from membershield.errors import MembershieldError
 from membershield.gate import metrics_summary
 
 DEFAULT_STORE = ".membershield/history.db"
+STORE_ENV = "MEMBERSHIELD_STORE"  # a default for --store, so a team sets its database once per machine
 VERSION_TABLE = "membershield_schema_version"
 HEAD = "head"
 _PG_MIGRATION_LOCK = 0x6D656D62  # any constant shared by every membershield process
@@ -184,7 +186,7 @@ def _created_at(audit: Mapping[str, Any]) -> datetime:
 def resolve_url(store: str | None) -> URL:
     """A SQLAlchemy URL from ``--store``: nothing -> the default SQLite file; a plain path -> SQLite file;
     ``postgresql://`` / ``postgres://`` -> the psycopg (3) driver."""
-    value = store or DEFAULT_STORE
+    value = store or os.environ.get(STORE_ENV) or DEFAULT_STORE
     if "://" not in value:
         return URL.create("sqlite", database=str(Path(value).expanduser().resolve()))
     value = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", value)
