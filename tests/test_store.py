@@ -402,6 +402,7 @@ def test_audit_records_under_the_model_file_stem_in_the_default_store(
     digits_audit, tmp_path, monkeypatch, capsys
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEMBERSHIELD_STORE", raising=False)
     code, stdout, err = run_cli(monkeypatch, capsys, *audit_args(digits_audit, tmp_path / "out"))
     assert code == 0, stdout + err
     assert (tmp_path / DEFAULT_STORE).is_file()
