@@ -6,7 +6,8 @@ For a record ``x`` and population records ``z`` the attack compares likelihood r
 true label and ``Pr(·)`` its average over reference models (eq. 4). The score is
 ``Pr_z[LR(x, z) >= γ]`` (eq. 5), estimated on the population sample.
 
-* online: ``Pr(x)`` averages all reference models (IN and OUT for ``x``).
+* online: ``Pr(x)`` averages reference models that trained on ``x`` (IN) and that did not (OUT), each side
+  weighted one half as in the paper's balanced design.
 * offline: only OUT models are available, and ``Pr(x) = ((1 + a) Pr_OUT(x) + (1 - a)) / 2`` corrects for the
   missing IN models (§3.2, "offline"); ``a`` is chosen by running the offline attack with one reference
   model as a stand-in target and keeping the value with the highest AUC, as the paper describes.
@@ -57,6 +58,20 @@ def _offline_marginal(ref_prob: np.ndarray, out_mask: np.ndarray, a: float) -> n
     return 0.5 * ((1.0 + a) * pr_out + (1.0 - a))
 
 
+def _online_marginal(ref_prob: np.ndarray, reference_in: np.ndarray) -> np.ndarray:
+    """``Pr(x) = (Pr_IN(x) + Pr_OUT(x)) / 2``: the paper's average over models of which half trained on ``x``.
+
+    When the audit's plan makes a record IN for fewer than half of the references (a population enlarges
+    the pool), a plain mean over models would weight the OUT side more than the paper's balanced design
+    does; averaging each side first restores it. A row with models on one side only uses that side.
+    """
+    n_in, n_out = reference_in.sum(axis=0), (~reference_in).sum(axis=0)
+    mean_in = np.where(reference_in, ref_prob, 0.0).sum(axis=0) / np.maximum(n_in, 1)
+    mean_out = np.where(~reference_in, ref_prob, 0.0).sum(axis=0) / np.maximum(n_out, 1)
+    both = 0.5 * (mean_in + mean_out)
+    return np.where((n_in > 0) & (n_out > 0), both, np.where(n_in > 0, mean_in, mean_out))
+
+
 class RmiaOnline(Attack):
     name = "rmia"
     title = "RMIA (online)"
@@ -72,7 +87,7 @@ class RmiaOnline(Attack):
     def score(self, inputs: AttackInputs) -> np.ndarray:
         ref_prob = np.stack([true_class_confidence(lg, inputs.labels) for lg in inputs.reference_logits])
         target_prob = true_class_confidence(inputs.target_logits, inputs.labels)
-        return rmia_scores(target_prob, ref_prob.mean(axis=0), _z_rows(inputs), self.gamma)
+        return rmia_scores(target_prob, _online_marginal(ref_prob, inputs.reference_in), _z_rows(inputs), self.gamma)
 
 
 class RmiaOffline(Attack):
