@@ -1,0 +1,188 @@
+"""Per-token scores of texts under a causal LM, computed once per model and shared by every attack.
+
+For each scored token ``x_t`` of a text (every token after the prefix token), one forward pass gives
+
+- ``logprob[t] = log p(x_t | x_<t)``,
+- ``mean[t] = E_{z ~ p(.|x_<t)} log p(z | x_<t)`` (minus the entropy of the next-token distribution),
+- ``var[t] = Var_{z ~ p(.|x_<t)} log p(z | x_<t)``,
+
+the last two being what Min-K%++ normalises with (Zhang et al. 2024). Texts are batched with right
+padding under a token budget (the logits tensor is ``batch x length x vocabulary``, so the budget bounds
+memory), and a text longer than the model's context is scored in overlapping windows: each window
+starts ``stride`` tokens after the previous one and scores only tokens not scored before, so every token
+is scored once with at least ``window - stride`` tokens of context (after the first window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from membershield.errors import ConfigError, InputDataError
+from membershield.text.model import LanguageModel
+
+ProgressCallback = Callable[[str, int, int], None]
+
+# Upper bound on the elements of one float32 (batch, length, vocabulary) tensor: 2^26 is 256 MiB.
+MAX_LOGIT_ELEMENTS = 1 << 26
+LOG_PROB_FLOOR = -1e4  # a token the model gives probability 0 scores this instead of -inf
+
+
+@dataclass
+class TokenScores:
+    """Ragged per-token arrays, one entry per text (float64)."""
+
+    logprob: list[np.ndarray]
+    mean: list[np.ndarray] | None = None
+    var: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.logprob)
+
+    @property
+    def n_tokens(self) -> np.ndarray:
+        return np.array([a.size for a in self.logprob], dtype=np.int64)
+
+    def mean_nll(self) -> np.ndarray:
+        """Average negative log-likelihood per token of each text (log of its perplexity), in nats."""
+        return np.array([-a.mean() for a in self.logprob], dtype=np.float64)
+
+    def total_nll(self) -> np.ndarray:
+        """Sum of negative log-likelihoods of each text, in nats."""
+        return np.array([-a.sum() for a in self.logprob], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Window:
+    record: int
+    start: int  # first token of the window in the record's id list
+    stop: int  # one past the last token
+    first_target: int  # first token (record position) whose score this window contributes
+
+
+def plan_windows(lengths: list[int], window: int, stride: int) -> list[Window]:
+    """Windows covering every token position ``1..n-1`` of each record exactly once."""
+    if window < 2:
+        raise ConfigError(f"the scoring window must hold at least 2 tokens, got {window}")
+    if not 1 <= stride <= window - 1:
+        raise ConfigError(f"stride must lie in 1..{window - 1} for a window of {window} tokens, got {stride}")
+    out: list[Window] = []
+    for record, n in enumerate(lengths):
+        if n < 2:
+            continue
+        start, scored_until = 0, 1
+        while True:
+            stop = min(start + window, n)
+            out.append(Window(record, start, stop, scored_until))
+            scored_until = stop
+            if stop == n:
+                break
+            start += stride
+    return out
+
+
+def score_token_ids(
+    lm: LanguageModel,
+    ids: list[list[int]],
+    *,
+    distribution: bool = True,
+    batch_tokens: int = 8192,
+    max_length: int | None = None,
+    stride: int | None = None,
+    progress: ProgressCallback | None = None,
+    label: str = "scoring tokens",
+) -> TokenScores:
+    """Score token-id sequences (each starting with its context token) under ``lm``; see module docs."""
+    import torch
+
+    window = min(max_length or lm.max_positions, lm.max_positions)
+    stride = stride or max(1, window // 2)
+    windows = plan_windows([len(x) for x in ids], window, stride)
+    vocab = lm.vocab_size
+    budget = max(window, min(batch_tokens, MAX_LOGIT_ELEMENTS // max(vocab, 1)))
+    logprob = [np.zeros(max(len(x) - 1, 0)) for x in ids]
+    mean = [np.zeros(max(len(x) - 1, 0)) for x in ids] if distribution else None
+    var = [np.zeros(max(len(x) - 1, 0)) for x in ids] if distribution else None
+    order = sorted(range(len(windows)), key=lambda i: windows[i].stop - windows[i].start, reverse=True)
+    total = sum(w.stop - w.first_target for w in windows)
+    done = 0
+    report = progress or (lambda stage, d, t: None)
+    report(label, 0, total)
+    device = lm.device
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    position = 0
+    with torch.inference_mode():
+        while position < len(order):
+            longest = windows[order[position]].stop - windows[order[position]].start
+            size = max(1, budget // longest)
+            batch = [windows[i] for i in order[position : position + size]]
+            position += len(batch)
+            input_ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), longest), dtype=torch.long)
+            for row, w in enumerate(batch):
+                chunk = ids[w.record][w.start : w.stop]
+                input_ids[row, : len(chunk)] = torch.tensor(chunk, dtype=torch.long)
+                mask[row, : len(chunk)] = 1
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            logits = lm.model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
+            lp = torch.log_softmax(logits, dim=-1).clamp_(min=LOG_PROB_FLOOR)
+            del logits
+            token_lp = lp.gather(-1, input_ids[:, 1:, None]).squeeze(-1).double().cpu().numpy()
+            if distribution:
+                p = lp.exp()
+                mu = (p * lp).sum(-1)
+                second = (p * lp * lp).sum(-1)
+                sigma2 = (second - mu * mu).clamp_(min=0.0)
+                mu_np, var_np = mu.double().cpu().numpy(), sigma2.double().cpu().numpy()
+                del p
+            del lp
+            for row, w in enumerate(batch):
+                # logits row j predicts window token j + 1, i.e. record position w.start + j + 1
+                first = w.first_target - w.start - 1
+                last = w.stop - w.start - 1
+                target = slice(w.first_target - 1, w.stop - 1)  # record arrays index position t at t - 1
+                logprob[w.record][target] = token_lp[row, first:last]
+                if distribution:
+                    mean[w.record][target] = mu_np[row, first:last]  # type: ignore[index]
+                    var[w.record][target] = var_np[row, first:last]  # type: ignore[index]
+                done += w.stop - w.first_target
+            report(label, done, total)
+    return TokenScores(logprob, mean, var)
+
+
+def score_texts(
+    lm: LanguageModel,
+    texts: list[str],
+    *,
+    distribution: bool = True,
+    batch_tokens: int = 8192,
+    max_length: int | None = None,
+    stride: int | None = None,
+    progress: ProgressCallback | None = None,
+    label: str = "scoring tokens",
+    where: list[str] | None = None,
+) -> TokenScores:
+    """Tokenise ``texts`` with the model's tokenizer and score them; every text needs a scored token.
+
+    ``where`` names each text's origin (``file:line``) for the error about a text with nothing to score.
+    """
+    ids = lm.encode(texts)
+    empty = [i for i, x in enumerate(ids) if len(x) < 2]
+    if empty:
+        place = where[empty[0]] if where else f"text {empty[0] + 1}"
+        raise InputDataError(
+            f"{place}: no token to score (the tokenizer has no BOS or EOS token to start from and the text"
+            " is one token long); give longer texts"
+        )
+    return score_token_ids(
+        lm,
+        ids,
+        distribution=distribution,
+        batch_tokens=batch_tokens,
+        max_length=max_length,
+        stride=stride,
+        progress=progress,
+        label=label,
+    )
