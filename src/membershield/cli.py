@@ -130,6 +130,9 @@ def audit(
     plan: Annotated[
         bool, typer.Option("--plan", help="Print how many models will train, how many are cached, and an ETA.")
     ] = False,
+    mlflow: Annotated[
+        bool, typer.Option("--mlflow", help="Also log metrics and files to MLflow (the active or a new run).")
+    ] = False,
     store: Annotated[
         str | None, typer.Option(help="History database, a file or URL (default .membershield/history.db).")
     ] = None,
@@ -179,6 +182,10 @@ def audit(
 
     write_html_report(run.result, run.scores, Path(cfg.out) / "report.html")
     print_summary(run.result, Path(cfg.out))
+    if mlflow:
+        from membershield.mlflow_log import log_audit
+
+        console.print(f"logged to MLflow run {log_audit(run.result.to_dict(), cfg.out)}")
     _record_audit(Path(cfg.out), store, model_name, model_version)  # after the files exist: they survive a store error
 
 
