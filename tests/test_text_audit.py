@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 
 import numpy as np
@@ -120,7 +121,15 @@ def test_windowed_and_batched_scoring_match_one_pass(text_world) -> None:
 
 @pytest.mark.parametrize(
     "case",
-    ["missing model", "empty file", "malformed line", "encoder model", "reference without model", "unknown attack"],
+    [
+        "missing model",
+        "empty file",
+        "malformed line",
+        "encoder model",
+        "no tokenizer",
+        "reference without model",
+        "unknown attack",
+    ],
 )
 def test_bad_input_is_one_line_and_exit_2(case, text_world, tmp_path, monkeypatch, capsys) -> None:
     changes: dict[str, str] = {}
@@ -146,6 +155,12 @@ def test_bad_input_is_one_line_and_exit_2(case, text_world, tmp_path, monkeypatc
         )
         changes["--model"] = str(tmp_path / "bert")
         needles = ("bert", "not a causal")
+    elif case == "no tokenizer":
+        (tmp_path / "bare").mkdir()
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy(text_world.target / name, tmp_path / "bare" / name)
+        changes["--model"] = str(tmp_path / "bare")
+        needles = ("bare", "tokenizer")
     elif case == "reference without model":
         changes["--attacks"] = "loss,reference"
         needles = ("reference", "--reference-model")

@@ -154,6 +154,15 @@ def load_language_model(directory: str | Path, device: str = "auto") -> Language
             f"{d}: no usable tokenizer ({_first_line(exc)}); save it next to the model with tokenizer.save_pretrained"
         ) from exc
     try:
+        probe = tokenizer("The quick brown fox", add_special_tokens=False)["input_ids"]
+    except Exception:  # a tokenizer that cannot encode plain text is as unusable as a missing one
+        probe = []
+    if len(tokenizer) < 2 or not probe:
+        raise ModelLoadError(
+            f"{d}: the tokenizer is empty (no tokenizer files next to the model?);"
+            " save it there with tokenizer.save_pretrained"
+        )
+    try:
         model = transformers.AutoModelForCausalLM.from_pretrained(d, local_files_only=True)
     except Exception as exc:
         raise ModelLoadError(f"{d}: cannot load the model weights: {_first_line(exc)}") from exc
