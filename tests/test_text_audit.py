@@ -74,6 +74,11 @@ def test_memorising_model_is_caught_and_results_are_written(text_world, tmp_path
     assert len(scores) == 240 and scores["is_member"].sum() == 120
     assert {"line", "n_tokens", "loss", "min-k-plus-plus"} <= set(scores.columns)
     assert doc["utility"]["member_perplexity"] < doc["utility"]["nonmember_perplexity"]
+    # The same report command renders text audits: perplexities stand where a classifier's accuracy would.
+    code, _, err = run_cli(monkeypatch, capsys, "report", str(out / "audit.json"), "--out", str(out / "r.html"))
+    assert code == 0, err
+    page = (out / "r.html").read_text()
+    assert "Perplexity" in page and "min-k-plus-plus" in page
 
 
 def test_untrained_copy_scores_at_chance(text_world, tmp_path, monkeypatch, capsys) -> None:
