@@ -30,6 +30,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
     select,
     text,
 )
@@ -98,6 +100,50 @@ class GateRunRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class GuardKeyRow(Base):
+    __tablename__ = "guard_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class GuardRequestRow(Base):
+    __tablename__ = "guard_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_name: Mapped[str | None] = mapped_column(String(255), index=True)
+    model_name: Mapped[str] = mapped_column(String(255))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    n_records: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class GuardAlertRow(Base):
+    __tablename__ = "guard_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_name: Mapped[str] = mapped_column(String(255), index=True)
+    model_name: Mapped[str] = mapped_column(String(255))
+    pattern: Mapped[str] = mapped_column(String(64))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+@dataclass(frozen=True)
+class GuardKey:
+    """An API key of the guard service; only the sha256 of the key itself is stored."""
+
+    name: str
+    admin: bool
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     """One recorded audit, detached from the database."""
@@ -153,6 +199,17 @@ def _record(row: AuditRow) -> AuditRecord:
         created_at=_utc(row.created_at),
         recorded_at=_utc(row.recorded_at),
     )
+
+
+def _alert(row: GuardAlertRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "key": row.key_name,
+        "model": row.model_name,
+        "pattern": row.pattern,
+        "evidence": dict(row.evidence or {}),
+        "time": _utc(row.created_at).isoformat(),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -465,6 +522,71 @@ class Store:
                 }
                 for r in session.scalars(query)
             ]
+
+    # -- guard ---------------------------------------------------------------------------------------
+
+    def create_key(self, name: str, key_sha256: str, *, admin: bool = False) -> GuardKey:
+        """Store a new API key by its hash; a name already in use is an error."""
+        row = GuardKeyRow(name=name, key_sha256=key_sha256, admin=admin, created_at=datetime.now(UTC))
+        try:
+            with self._session() as session:
+                session.add(row)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                raise StoreError(f"history store {self.display} already has a guard key named '{name}'") from exc
+            raise
+        return GuardKey(name=name, admin=admin, created_at=_utc(row.created_at))
+
+    def find_key(self, key_sha256: str) -> GuardKey | None:
+        """The key whose hash is ``key_sha256``, if any."""
+        with self._session() as session:
+            row = session.scalars(select(GuardKeyRow).where(GuardKeyRow.key_sha256 == key_sha256)).first()
+            return GuardKey(name=row.name, admin=row.admin, created_at=_utc(row.created_at)) if row else None
+
+    def guard_keys(self) -> list[GuardKey]:
+        with self._session() as session:
+            rows = session.scalars(select(GuardKeyRow).order_by(GuardKeyRow.id)).all()
+            return [GuardKey(name=r.name, admin=r.admin, created_at=_utc(r.created_at)) for r in rows]
+
+    def record_requests(self, requests: list[Mapping[str, Any]]) -> None:
+        """Log served requests (key_name, model_name, endpoint, status, n_records, latency_ms, detail, created_at)."""
+        if not requests:
+            return
+        with self._session() as session:
+            session.add_all(GuardRequestRow(**dict(r)) for r in requests)
+
+    def record_alert(
+        self, key_name: str, model_name: str, pattern: str, evidence: Mapping[str, Any], created_at: datetime
+    ) -> dict[str, Any]:
+        row = GuardAlertRow(
+            key_name=key_name, model_name=model_name, pattern=pattern, evidence=dict(evidence), created_at=created_at
+        )
+        with self._session() as session:
+            session.add(row)
+            session.flush()
+            return _alert(row)
+
+    def alerts(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent guard alerts, newest first."""
+        query = select(GuardAlertRow).order_by(GuardAlertRow.created_at.desc(), GuardAlertRow.id.desc()).limit(limit)
+        with self._session() as session:
+            return [_alert(row) for row in session.scalars(query)]
+
+    def guard_usage(self, since: datetime | None = None, limit: int = 10) -> list[dict[str, Any]]:
+        """Keys by records queried (successful predictions) since ``since``, most first."""
+        records = func.sum(GuardRequestRow.n_records)
+        query = select(GuardRequestRow.key_name, func.count(GuardRequestRow.id), records).where(
+            GuardRequestRow.key_name.is_not(None), GuardRequestRow.status == 200
+        )
+        if since is not None:
+            query = query.where(GuardRequestRow.created_at >= since)
+        query = query.group_by(GuardRequestRow.key_name).order_by(records.desc()).limit(limit)
+        with self._session() as session:
+            return [{"key": k, "requests": int(n), "records": int(r or 0)} for k, n, r in session.execute(query)]
+
+    def guard_request_count(self) -> int:
+        with self._session() as session:
+            return int(session.scalar(select(func.count(GuardRequestRow.id))) or 0)
 
 
 def open_store(store: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> Store:
