@@ -5,7 +5,9 @@ Membership attacks against a deployed model leave two footprints in its query lo
 - **perturbation probing**: label-only attacks (Choquette-Choo et al. 2021) and noise-averaging attacks
   query many slightly perturbed copies of one candidate record. Each new record is compared with the
   key's recent records (the last ``window`` within ``window_seconds``); when its nearest one lies within
-  ``near_distance``, it is a near-duplicate. ``near_count`` near-duplicates in the window raise an alert.
+  ``near_distance`` (but is not an exact repeat, which retries and popular records produce), it is a
+  near-duplicate. The default 0.1 lies below the smallest distance between two distinct records of
+  scikit-learn's digits (0.12). ``near_count`` near-duplicates in the window raise an alert.
 - **population sweep**: shadow-model and reference attacks (Shokri et al. 2017; Zarifzadeh et al. 2024)
   sample many distinct records from the population. ``sweep_count`` distinct records (not
   near-duplicates) within ``sweep_window_seconds`` raise an alert.
@@ -121,7 +123,9 @@ class ProbingDetector:
                     distances = relative_l2(state.history[index], state.norms[index], record)
                     best = int(np.argmin(distances))
                     nearest = float(distances[best])
-                    if nearest <= cfg.near_distance:
+                    if nearest <= _TINY:
+                        pass  # an exact repeat (a popular record, a retry) is neither a perturbation nor new
+                    elif nearest <= cfg.near_distance:
                         state.near.append((now, nearest, relative_linf(state.history[index[best]], record)))
                     else:
                         state.distinct.append(now)

@@ -30,7 +30,7 @@ class DetectorConfig:
     enabled: bool = True
     window: int = 200  # the key's most recent records compared with each new one
     window_seconds: float = 600.0
-    near_distance: float = 0.05  # relative L2 distance under which two records are "the same record, perturbed"
+    near_distance: float = 0.1  # relative L2 distance under which two records are "the same record, perturbed"
     near_count: int = 20  # near-duplicates within the window that raise a perturbation-probing alert
     sweep_window_seconds: float = 60.0
     sweep_count: int = 1200  # distinct records within sweep_window_seconds that raise a sweep alert

@@ -1,0 +1,92 @@
+"""`membershield keys` and `membershield guard` from the command line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import joblib
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from membershield.guard.app import hash_key
+from membershield.store import open_store
+from tests.test_report import assert_one_line_error, run_cli
+
+
+def test_keys_create_prints_a_key_once_and_stores_its_hash(tmp_path, monkeypatch, capsys):
+    store = str(tmp_path / "keys.db")
+    code, out, err = run_cli(monkeypatch, capsys, "keys", "create", "ops", "--admin", "--store", store)
+    assert code == 0, err
+    token = out.strip()
+    assert token.startswith("msk_") and len(token) > 40
+    with open_store(store) as opened:
+        key = opened.find_key(hash_key(token))
+        assert key is not None and key.name == "ops" and key.admin
+    code, _, err = run_cli(monkeypatch, capsys, "keys", "create", "ops", "--store", store)
+    assert_one_line_error(code, err, "already has a guard key named 'ops'")
+    code, out, _ = run_cli(monkeypatch, capsys, "keys", "list", "--store", store)
+    assert out.startswith("ops\tadmin\t") and token not in out
+
+
+def test_guard_rejects_unknown_policy_keys_and_recipes(tmp_path, monkeypatch, capsys):
+    policy = tmp_path / "guard.toml"
+    policy.write_text("[output]\nclip_top = 0.9\n")
+    code, _, err = run_cli(monkeypatch, capsys, "guard", "--model", "m.joblib", "--policy", str(policy))
+    assert_one_line_error(code, err, "unknown key 'clip_top' in [output]")
+    recipe = tmp_path / "train.py"
+    recipe.write_text("def recipe():\n    return None\n")
+    code, _, err = run_cli(monkeypatch, capsys, "guard", "--model", f"{recipe}:recipe")
+    assert_one_line_error(code, err, "training recipe, which cannot serve predictions")
+    code, _, err = run_cli(monkeypatch, capsys, "guard")
+    assert_one_line_error(code, err, "--model")
+
+
+def test_guard_command_serves_until_stopped(tmp_path):
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    model = tmp_path / "iris.joblib"
+    joblib.dump(LogisticRegression(max_iter=500).fit(X, y), model)
+    store = str(tmp_path / "guard.db")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MEMBERSHIELD_STORE": store}
+    key = subprocess.run(
+        [sys.executable, "-m", "membershield", "keys", "create", "svc"], env=env, capture_output=True, text=True
+    ).stdout.strip()
+    policy = tmp_path / "guard.toml"
+    policy.write_text("[output]\nround_decimals = 1\n")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "membershield", "guard", "--model", str(model), "--policy", str(policy),
+         "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+            time.sleep(0.2)
+        answer = httpx.post(
+            f"{url}/v1/predict",
+            json={"records": X.iloc[:2].values.tolist()},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"][0]["probabilities"] == [1.0, 0.0, 0.0]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    with open_store(store) as opened:
+        assert opened.guard_request_count() == 1
+    assert Path(store).exists()
