@@ -7,6 +7,11 @@ so every model comes from the same training pipeline.
 The defaults deliberately train to near-zero training loss with no regularisation: a model that
 memorises, which is what an audit should catch. Change ``EPOCHS``, ``WEIGHT_DECAY`` or ``HIDDEN`` to audit
 your own training settings.
+
+``vectorised_spec`` declares the same pipeline (the untrained model from ``build``, then Adam on shuffled
+minibatches with the settings below) so that membershield can train many reference models at once; see
+``membershield.training.vectorised``. ``recipe`` and the spec share ``build`` and the constants, so the
+two ways of training stay in step.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def build(n_features: int, n_classes: int, mean: np.ndarray, std: np.ndarray) -> nn.Module:
+def network(n_features: int, n_classes: int, mean: np.ndarray, std: np.ndarray) -> nn.Module:
     return nn.Sequential(
         Standardize(mean, std),
         nn.Linear(n_features, HIDDEN),
@@ -45,12 +50,17 @@ def build(n_features: int, n_classes: int, mean: np.ndarray, std: np.ndarray) ->
     )
 
 
+def build(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> nn.Module:
+    """The untrained model for training rows ``X``: scaling fitted on ``X``, weights initialised from ``seed``."""
+    torch.manual_seed(seed)
+    std = X.std(axis=0)
+    return network(X.shape[1], n_classes, X.mean(axis=0), np.where(std > 0, std, 1.0))
+
+
 def recipe(X: np.ndarray, y: np.ndarray, *, n_classes: int, seed: int) -> nn.Module:
     """Train an MLP on float32 features ``X`` and class indices ``y``; return it (outputs logits)."""
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    std = X.std(axis=0)
-    model = build(X.shape[1], n_classes, X.mean(axis=0), np.where(std > 0, std, 1.0))
+    model = build(X, y, n_classes, seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     features = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     labels = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
@@ -64,3 +74,12 @@ def recipe(X: np.ndarray, y: np.ndarray, *, n_classes: int, seed: int) -> nn.Mod
             loss_fn(model(features[batch]), labels[batch]).backward()
             optimiser.step()
     return model.eval()
+
+
+def vectorised_spec():
+    """The same training as ``recipe``, declared so that many models can be trained at once."""
+    from membershield.training.vectorised import VectorisedSpec
+
+    return VectorisedSpec(
+        build=build, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY
+    )

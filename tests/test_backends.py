@@ -124,3 +124,25 @@ def test_unwritable_cache_directory(digits_audit, tmp_path, monkeypatch, capsys)
     blocker.write_text("")
     code, _, err = run_cli(monkeypatch, capsys, *base_args(digits_audit, tmp_path, **{"--cache": str(blocker / "c")}))
     assert_one_line_error(code, err, "not writable", "--cache")
+
+
+def test_vectorised_trainer_matches_sequential_recipe_training(digits_audit, tmp_path) -> None:
+    # examples/torch_mlp.py declares vectorised_spec(): the local backend trains its references together.
+    common = dict(model=f"{RECIPE}:recipe", references=4, attacks=["lira", "rmia"])
+    vectorised = run_audit(_config(digits_audit, tmp_path / "v", trainer="vectorised", **common))
+    sequential = run_audit(_config(digits_audit, tmp_path / "s", trainer="sequential", **common))
+    # Same initial weights and batches; batched products sum in another order, so equal up to rounding.
+    for name in ("lira", "rmia"):
+        assert abs(vectorised.result.attack(name).auc - sequential.result.attack(name).auc) < 0.01, name
+    # The trainer is part of the cache key: a sequential run never reuses vectorised outputs.
+    again = run_audit(_config(digits_audit, tmp_path / "v", trainer="sequential", **common))
+    assert again.result.references["trained"] == 4
+
+
+def test_vectorised_trainer_needs_a_declared_spec(digits_audit, tmp_path, monkeypatch, capsys) -> None:
+    code, _, err = run_cli(
+        monkeypatch, capsys, *base_args(digits_audit, tmp_path, **{"--trainer": "vectorised", "--attacks": "lira"})
+    )
+    assert_one_line_error(code, err, "vectorised_spec")
+    code, _, err = run_cli(monkeypatch, capsys, *base_args(digits_audit, tmp_path, **{"--trainer": "fast"}))
+    assert_one_line_error(code, err, "'fast'")

@@ -235,7 +235,7 @@ def run_audit(
     prepared = prepare_audit(config, model)
     attacks = [create_attack(name) for name in config.attacks]
     cache = LogitCache(config.cache) if config.cache else None
-    backend = create_backend(config.backend, config.ray_address, config.n_jobs)
+    backend = create_backend(config.backend, config.ray_address, config.n_jobs, config.trainer)
     pool, labels, classes, raw_labels = prepared.pool, prepared.labels, prepared.classes, prepared.raw_labels
     loaded, n_audit, n_references, keep = prepared.loaded, prepared.n_audit, prepared.n_references, prepared.keep
     timings["load"] = time.perf_counter() - clock
@@ -423,7 +423,11 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
     cache = LogitCache(config.cache) if config.cache else None
     recipe = prepared.loaded.recipe
     jobs = ([prepared.target_job] if prepared.target_job is not None else []) + prepared.jobs
-    missing = [j for j in jobs if cache is None or cache.load(job_key(recipe, prepared.data_fingerprint, j)) is None]
+    backend = create_backend(config.backend, config.ray_address, config.n_jobs, config.trainer)
+    tag = backend.model_tag(recipe) if hasattr(backend, "model_tag") else ""
+    missing = [
+        j for j in jobs if cache is None or cache.load(job_key(recipe, prepared.data_fingerprint, j, tag)) is None
+    ]
     parallelism = 1 if config.backend == "local" else (config.n_jobs or os.cpu_count() or 1)
     probe_seconds = None
     estimate = 0.0
@@ -437,6 +441,7 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
             missing[:1],
             prepared.data_fingerprint,
             cache,
+            backend=backend if config.backend == "local" else None,
         )
         probe_seconds = time.perf_counter() - start
         estimate = probe_seconds * (len(missing) - 1) / parallelism

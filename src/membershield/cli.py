@@ -127,6 +127,10 @@ def audit(
     ] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one).")] = None,
     n_jobs: Annotated[int | None, typer.Option(help="Parallel workers for the processes and ray backends.")] = None,
+    trainer: Annotated[
+        str | None,
+        typer.Option(help="auto (K models at once when the recipe declares vectorised_spec), vectorised, sequential."),
+    ] = None,
     plan: Annotated[
         bool, typer.Option("--plan", help="Print how many models will train, how many are cached, and an ETA.")
     ] = False,
@@ -157,6 +161,7 @@ def audit(
         "backend": backend,
         "ray_address": ray_address,
         "n_jobs": n_jobs,
+        "trainer": trainer,
         "seed": seed,
         "out": out,
         "cache": cache,
@@ -510,68 +515,6 @@ def _write_text_json(path: Path, doc: dict[str, Any]) -> None:
         path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise MembershieldError(f"cannot write {path}: {exc.strerror} (pass --out DIR)") from exc
-
-
-@app.command()
-def guard(
-    model: Annotated[
-        str | None, typer.Option(help="Fitted .joblib/.pkl classifier to serve (with --upstream: checks shapes).")
-    ] = None,
-    upstream: Annotated[
-        str | None, typer.Option(help="JSON endpoint to forward to instead of scoring locally (same shapes).")
-    ] = None,
-    policy: Annotated[
-        Path | None, typer.Option(help="Guard policy TOML: [output], [limits], [detector], [server].")
-    ] = None,
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    store: Annotated[
-        str | None, typer.Option(help="History database, a file or URL (keys, requests and alerts go there too).")
-    ] = None,
-    model_name: Annotated[
-        str | None, typer.Option(help="Model name in the history (default: the model file's stem).")
-    ] = None,
-) -> None:
-    """Serve a model behind API keys, output hardening, rate limits, probing detection and PII redaction."""
-    import uvicorn
-
-    from membershield.guard.app import create_app, guard_config
-    from membershield.guard.policy import load_policy
-
-    config = guard_config(model, upstream, load_policy(policy), store=store, model_name=model_name)
-    application = create_app(config)
-    console.print(f"guarding '{config.model_name}' on http://{host}:{port} (dashboard: /?key=ADMIN_KEY)", markup=False)
-    uvicorn.run(application, host=host, port=port, log_level="warning")
-
-
-keys_app = typer.Typer(help="API keys of the guard service.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Argument(help="Who or what the key is for (unique).")],
-    admin: Annotated[bool, typer.Option(help="May read alerts and the dashboard.")] = False,
-    store: Annotated[str | None, typer.Option(help="History database, a file or URL.")] = None,
-) -> None:
-    """Create an API key and print it once; only its sha256 is stored."""
-    from membershield.guard.app import issue_key
-    from membershield.store import open_store
-
-    with open_store(store) as opened:
-        token = issue_key(opened, name, admin=admin)
-    typer.echo(token)
-
-
-@keys_app.command("list")
-def keys_list(store: Annotated[str | None, typer.Option(help="History database, a file or URL.")] = None) -> None:
-    """Key names, roles and creation times (never the keys themselves)."""
-    from membershield.store import open_store
-
-    with open_store(store) as opened:
-        for key in opened.guard_keys():
-            role = "admin" if key.admin else "user"
-            typer.echo(f"{key.name}\t{role}\t{key.created_at.isoformat(timespec='seconds')}")
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from membershield.attacks import DEFAULT_ATTACKS, parse_attack_list
 from membershield.errors import ConfigError
-from membershield.training.backends import BACKENDS
+from membershield.training.backends import BACKENDS, TRAINERS
 
 DEFAULT_FPRS = (0.001, 0.01, 0.1)
 
@@ -41,6 +41,7 @@ class AuditConfig:
     backend: str = "local"
     ray_address: str | None = None
     n_jobs: int | None = None
+    trainer: str = "auto"
 
     def validate(self) -> AuditConfig:
         _check_types(self)
@@ -57,6 +58,8 @@ class AuditConfig:
             raise ConfigError(f"top_k must be 0 or more, got {self.top_k}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend '{self.backend}': choose one of {', '.join(BACKENDS)}")
+        if self.trainer not in TRAINERS:
+            raise ConfigError(f"unknown trainer '{self.trainer}': choose one of {', '.join(TRAINERS)}")
         if self.n_jobs is not None and self.n_jobs < 1:
             raise ConfigError(f"n_jobs must be 1 or more, got {self.n_jobs}")
         self.fprs = sorted(float(f) for f in self.fprs)
@@ -81,6 +84,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "prior": (float, int),
     "top_k": (int,),
     "split_check": (bool,),
+    "backend": (str,),
+    "ray_address": (str, type(None)),
+    "n_jobs": (int, type(None)),
+    "trainer": (str,),
 }
 
 

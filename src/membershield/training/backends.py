@@ -50,12 +50,63 @@ class Backend(Protocol):
     ) -> Iterator[tuple[int, np.ndarray]]: ...
 
 
+TRAINERS = ("auto", "vectorised", "sequential")
+VECTORISED_GROUP = 16  # models trained together; an interruption loses at most one group in flight
+
+
+def vectorised_spec_for(recipe: Recipe) -> Any:
+    """The training spec a PyTorch recipe file declares (``vectorised_spec()``), or None."""
+    from membershield.targets.torch import TorchRecipe
+    from membershield.training.vectorised import vectorised_spec_of
+
+    if not isinstance(recipe, TorchRecipe):
+        return None
+    return vectorised_spec_of(recipe.function)
+
+
 class LocalBackend:
+    """Trains in this process: K models at once when the recipe declares its training, else one by one."""
+
     name = "local"
 
+    def __init__(self, trainer: str = "auto") -> None:
+        if trainer not in TRAINERS:
+            raise ConfigError(f"unknown trainer '{trainer}': choose one of {', '.join(TRAINERS)}")
+        self.trainer = trainer
+
+    def _spec(self, recipe: Recipe) -> Any:
+        if self.trainer == "sequential":
+            return None
+        spec = vectorised_spec_for(recipe)
+        if spec is None and self.trainer == "vectorised":
+            raise ConfigError(
+                "--trainer vectorised needs a PyTorch recipe whose file declares vectorised_spec()"
+                " (see examples/torch_mlp.py)"
+            )
+        return spec
+
+    def model_tag(self, recipe: Recipe) -> str:
+        """Part of the cache key: vectorised and sequential training agree only up to float rounding."""
+        return "vectorised" if self._spec(recipe) is not None else ""
+
     def run(self, recipe, features, labels, classes, tasks):  # type: ignore[no-untyped-def]
-        for task in tasks:
-            yield train_job(recipe, features, labels, classes, task)
+        spec = self._spec(recipe)
+        if spec is None:
+            for task in tasks:
+                yield train_job(recipe, features, labels, classes, task)
+            return
+        from membershield.targets.torch import TorchTarget, features_as_float32
+        from membershield.training.vectorised import train_vectorised
+
+        X = features_as_float32(features)
+        position = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
+        y = np.array([position[v] for v in np.asarray(labels).tolist()], dtype=np.int64)
+        for start in range(0, len(tasks), VECTORISED_GROUP):
+            group = tasks[start : start + VECTORISED_GROUP]
+            masks = np.stack([task.train_mask for task in group])
+            models = train_vectorised(spec, X, y, len(position), masks, [task.seed for task in group])
+            for task, module in zip(group, models, strict=True):
+                yield task.index, TorchTarget(module, np.asarray(classes)).logits(features)
 
 
 class ProcessBackend:
@@ -130,9 +181,13 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
-def create_backend(name: str, ray_address: str | None = None, n_jobs: int | None = None) -> Any:
+def create_backend(name: str, ray_address: str | None = None, n_jobs: int | None = None, trainer: str = "auto") -> Any:
+    if trainer != "auto" and name != "local":
+        raise ConfigError(
+            f"--trainer {trainer} applies to the local backend only; the {name} backend trains one by one"
+        )
     if name == "local":
-        return LocalBackend()
+        return LocalBackend(trainer)
     if name == "processes":
         return ProcessBackend(n_jobs)
     if name == "ray":

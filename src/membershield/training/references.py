@@ -30,10 +30,10 @@ class TrainingReport:
     seconds_training: float = 0.0
 
 
-def job_key(recipe: Recipe, data_fingerprint: str, job: ReferenceJob) -> str:
+def job_key(recipe: Recipe, data_fingerprint: str, job: ReferenceJob, model_tag: str = "") -> str:
     return cache_key(
         "logits-v1",
-        recipe.identity(),
+        recipe.identity() + (f"+{model_tag}" if model_tag else ""),
         data_fingerprint,
         job.role,
         str(job.seed),
@@ -59,7 +59,9 @@ def train_or_load(
     """
     report = TrainingReport()
     out = np.empty((len(jobs), len(labels), len(classes)), dtype=np.float32)
-    keys = [job_key(recipe, data_fingerprint, job) for job in jobs]
+    backend = backend or LocalBackend()
+    tag = backend.model_tag(recipe) if hasattr(backend, "model_tag") else ""
+    keys = [job_key(recipe, data_fingerprint, job, tag) for job in jobs]
     tasks = []
     for k, job in enumerate(jobs):
         cached = cache.load(keys[k]) if cache is not None else None
@@ -71,7 +73,7 @@ def train_or_load(
         else:
             tasks.append(TrainingTask(k, job.train_mask, job.seed))
     start = time.perf_counter()
-    for index, logits in (backend or LocalBackend()).run(recipe, features, labels, classes, tasks):
+    for index, logits in backend.run(recipe, features, labels, classes, tasks):
         out[index] = logits
         report.trained += 1
         if cache is not None:

@@ -1,0 +1,342 @@
+"""Train many models of one architecture at once, each on its own rows, as if each were trained alone.
+
+A recipe is arbitrary Python, so membershield cannot batch it on its own. A recipe file opts in by also
+defining ``vectorised_spec()``, which returns a :class:`VectorisedSpec`: a ``build`` function that makes
+the *untrained* model for one training set (including anything fitted on that set, such as a
+standardisation layer's mean and standard deviation), plus the settings of the training loop. membershield
+then runs that loop, minibatch Adam on cross-entropy, for K models in lockstep:
+
+* The K models' parameters and buffers are stacked along a new leading dimension
+  (``torch.func.stack_module_state``) and the forward pass is ``torch.vmap`` over
+  ``torch.func.functional_call``: one batched matrix product per layer instead of K small ones.
+* Each model keeps its own minibatch schedule. Every epoch, model k shuffles its own ``n_k`` training
+  rows with ``torch.randperm(n_k, generator=torch.Generator().manual_seed(seed_k))`` (one generator per
+  model, drawn from once per epoch) and takes consecutive slices of ``batch_size`` rows, the last one
+  possibly smaller: ``ceil(n_k / batch_size)`` steps per epoch, exactly what a plain PyTorch loop does.
+  At step s the trainer gathers every model's s-th slice into one ``(K, batch_size, d)`` tensor.
+* Models whose training sets differ in size differ in steps per epoch. A model with fewer steps is
+  *skipped* in the remaining steps of the epoch: the rows fed for it are padding with loss weight zero
+  and, because a zero gradient would still move an Adam-trained model (its moment estimates decay and
+  its step counter advances), the optimiser leaves its parameters, moments and step count untouched.
+  Likewise, in a short last slice the padding rows get weight zero and the real rows weight
+  ``1 / rows``, so each model's loss is the mean over its own real rows.
+* The optimiser is PyTorch's Adam (or AdamW) with a state and a step counter per model, run as one fused
+  update over the per-model slices of the stacked tensors. Adam is elementwise, so this is the same
+  arithmetic as K separate optimisers.
+
+Model k is built under ``torch.manual_seed(seed_k)`` (as membershield runs a recipe), so its initial
+weights are those its recipe would start from, and its batches are those of the loop above. A recipe
+that trains exactly so (``examples/torch_mlp.py``) therefore gives the same models up to floating-point
+rounding (a batched product sums in another order); other recipes get models trained the same way in
+distribution. Random layers (dropout) draw from one generator seeded from all K seeds, so with dropout
+a model's weights depend on the whole group, not only on its own seed (still reproducible).
+
+Buffers are stacked per model like parameters, and a layer that updates its buffers in place
+(batch normalisation's running statistics) updates each model's own; a skipped model's buffers are
+restored after the step. Limit: padding rows go through the network with the real ones, so a layer that
+mixes the rows of a batch (batch normalisation in training mode) sees them in a short last slice, which
+then differs slightly from the sequential loop's smaller batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state
+from torch.optim.adam import adam
+
+BuildFunction = Callable[[np.ndarray, np.ndarray, int, int], nn.Module]
+OPTIMIZERS = ("adam", "adamw")
+
+
+@dataclass(frozen=True)
+class VectorisedSpec:
+    """How to train one model, declared so that many can be trained at once.
+
+    ``build(X, y, n_classes, seed)`` returns the untrained module for training rows ``X`` (float32
+    ``(n, d)``) and labels ``y`` (int64 ``(n,)``); it may fit preprocessing on them, but must not train.
+    The module maps a float32 batch to logits ``(batch, n_classes)``. Training minimises the mean
+    cross-entropy over minibatches of ``batch_size`` rows for ``epochs`` epochs with ``optimizer``:
+    ``"adam"`` (``torch.optim.Adam``: weight decay added to the gradient) or ``"adamw"``
+    (``torch.optim.AdamW``: decoupled weight decay), both with ``betas`` and ``eps``.
+    """
+
+    build: BuildFunction
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if not callable(self.build):
+            raise ValueError("VectorisedSpec.build must be callable: build(X, y, n_classes, seed) -> nn.Module")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs} and {self.batch_size}")
+        if not self.lr > 0 or self.weight_decay < 0 or not self.eps > 0:
+            raise ValueError("need lr > 0, weight_decay >= 0 and eps > 0")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+
+
+def vectorised_spec_of(recipe_function: Callable[..., object]) -> VectorisedSpec | None:
+    """The spec declared by the file that defines ``recipe_function``, or None if it declares none."""
+    module = sys.modules.get(getattr(recipe_function, "__module__", None) or "")
+    declare = getattr(module, "vectorised_spec", None)
+    if not callable(declare):
+        return None
+    spec = declare()
+    if not isinstance(spec, VectorisedSpec):
+        raise TypeError(f"vectorised_spec() returned {type(spec).__name__}; it must return a VectorisedSpec")
+    return spec
+
+
+def train_vectorised(
+    spec: VectorisedSpec,
+    X: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    masks: np.ndarray,
+    seeds: list[int],
+) -> list[nn.Module]:
+    """Train ``len(seeds)`` models at once; model k on the rows ``masks[k]`` of ``X, y`` with ``seeds[k]``.
+
+    Returns ordinary, independent modules in eval mode, in the order of ``seeds``.
+    """
+    X, y, masks = _check_inputs(X, y, n_classes, masks, seeds)
+    subsets = [np.flatnonzero(row) for row in masks]
+    models = []
+    for rows, seed in zip(subsets, seeds, strict=True):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            module = spec.build(X[rows], y[rows], n_classes, seed)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"build returned {type(module).__name__}; it must return an nn.Module")
+        models.append(module)
+    _check_same_structure(models)
+    if spec.epochs > 0:
+        with torch.random.fork_rng():
+            # Only random layers (dropout) draw from here; a seed of all models keeps runs reproducible.
+            torch.manual_seed(int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0]))
+            _train(spec, models, X, y, subsets, seeds)
+    return [model.eval() for model in models]
+
+
+def _check_inputs(
+    X: np.ndarray, y: np.ndarray, n_classes: int, masks: np.ndarray, seeds: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    masks = np.asarray(masks)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(f"X must be (n, d) and y (n,); got {X.shape} and {y.shape}")
+    if masks.dtype != np.bool_ or masks.ndim != 2 or masks.shape[1] != X.shape[0]:
+        raise ValueError(f"masks must be a boolean (K, {X.shape[0]}) array; got {masks.dtype} {masks.shape}")
+    if len(seeds) != masks.shape[0] or len(seeds) == 0:
+        raise ValueError(f"need one seed per mask row and at least one model; got {len(seeds)} seeds")
+    if not masks.any(axis=1).all():
+        raise ValueError(f"model {int(np.flatnonzero(~masks.any(axis=1))[0])} has no training rows")
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must be class indices in [0, {n_classes})")
+    return X, y, masks
+
+
+def _check_same_structure(models: list[nn.Module]) -> None:
+    def layout(model: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+        tensors = [*model.named_parameters(), *model.named_buffers()]
+        return [(name, tuple(t.shape), t.dtype) for name, t in tensors]
+
+    first = layout(models[0])
+    for k, model in enumerate(models[1:], start=1):
+        if type(model) is not type(models[0]) or layout(model) != first:
+            raise ValueError(
+                f"build returned models of different structure (model 0 and model {k}); vectorised training"
+                " needs the same parameter and buffer names, shapes and dtypes for every training set"
+            )
+
+
+def _epoch_schedule(
+    subsets: list[np.ndarray], generators: list[torch.Generator], batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``(steps, K, B)``, loss weights ``(steps, K, B)`` and active models ``(steps, K)`` of one epoch."""
+    K = len(subsets)
+    steps = max(math.ceil(len(rows) / batch_size) for rows in subsets)
+    rows_out = torch.empty((K, steps * batch_size), dtype=torch.int64)
+    weights = torch.zeros((K, steps * batch_size), dtype=torch.float32)
+    active = torch.zeros((K, steps), dtype=torch.bool)
+    for k, (rows, generator) in enumerate(zip(subsets, generators, strict=True)):
+        n = len(rows)
+        order = torch.from_numpy(rows)[torch.randperm(n, generator=generator)]
+        rows_out[k, :n] = order
+        rows_out[k, n:] = order[0]  # padding: any real row, with weight zero
+        full, last = divmod(n, batch_size)
+        weights[k, : full * batch_size] = 1.0 / batch_size
+        if last:
+            weights[k, full * batch_size : n] = 1.0 / last
+        active[k, : math.ceil(n / batch_size)] = True
+    shape = (K, steps, batch_size)
+    return (
+        rows_out.view(shape).transpose(0, 1).contiguous(),
+        weights.view(shape).transpose(0, 1).contiguous(),
+        active.T.contiguous(),
+    )
+
+
+def _train(
+    spec: VectorisedSpec,
+    models: list[nn.Module],
+    X: np.ndarray,
+    y: np.ndarray,
+    subsets: list[np.ndarray],
+    seeds: list[int],
+) -> None:
+    K = len(models)
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    base.train()
+
+    def forward(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(base, (p, b), (x,))
+
+    batched_forward = torch.vmap(forward, in_dims=(0, 0, 0), randomness="different")
+    features = torch.from_numpy(X)
+    labels = torch.from_numpy(y)
+    params = _in_gradient_layout(batched_forward, params, buffers, features[: spec.batch_size].expand(K, -1, -1))
+    optimiser = _StackedAdam(params, K, spec)
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    for _ in range(spec.epochs):
+        rows, weights, active = _epoch_schedule(subsets, generators, spec.batch_size)
+        for step in range(rows.shape[0]):
+            batch = rows[step].view(-1)
+            idle = torch.nonzero(~active[step]).flatten()
+            # A skipped model's buffers (running statistics) must not see its padding rows either.
+            kept = {name: b.index_select(0, idle) for name, b in buffers.items()} if len(idle) else {}
+            inputs = features.index_select(0, batch).view(K, -1, features.shape[1])
+            logits = batched_forward(params, buffers, inputs)
+            losses = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.index_select(0, batch), reduction="none"
+            )
+            for p in params.values():
+                p.grad = None
+            (losses.view(K, -1) * weights[step]).sum().backward()
+            optimiser.step(torch.nonzero(active[step]).flatten().tolist())
+            with torch.no_grad():
+                for name, saved in kept.items():
+                    buffers[name].index_copy_(0, idle, saved)
+    with torch.no_grad():
+        for k, model in enumerate(models):
+            for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+                tensor.copy_((params if name in params else buffers)[name][k])
+
+
+def _in_gradient_layout(
+    batched_forward: Callable[..., torch.Tensor],
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    probe: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """``params`` re-laid out in memory like the gradients that ``batched_forward`` produces for them.
+
+    Under ``vmap`` a linear layer's weight gradient comes out as a batched matrix product in transposed
+    layout; autograd would copy it into the parameter's layout at every step, a slow strided copy as
+    large as the weights. Storing the parameter in the gradient's layout (same values) avoids it.
+    """
+    trainable = [name for name, p in params.items() if p.requires_grad]
+    if not trainable:
+        return params
+    with torch.random.fork_rng():
+        out = batched_forward(params, {name: b.clone() for name, b in buffers.items()}, probe)
+        grads = torch.autograd.grad(out.sum(), [params[name] for name in trainable], allow_unused=True)
+    layouts = dict(zip(trainable, grads, strict=True))
+    relaid = {}
+    for name, p in params.items():
+        grad = layouts.get(name)
+        if grad is not None and grad.stride() != p.stride():
+            # preserve_format keeps the gradient's strides when it is dense, else gives a contiguous one.
+            candidate = torch.empty_like(grad, memory_format=torch.preserve_format)
+            if _is_model_major(candidate):
+                p = candidate.copy_(p.detach()).requires_grad_()
+        relaid[name] = p
+    return relaid
+
+
+def _per_model_rows(t: torch.Tensor) -> torch.Tensor:
+    """A view of stacked ``t`` ``(K, ...)`` as ``(K, m)``: model k's values, in memory order, as row k.
+
+    Needs every model's values in one dense block (true of stacked tensors in either layout); the view
+    raises rather than copies otherwise.
+    """
+    inner = sorted(range(1, t.dim()), key=t.stride, reverse=True)
+    return t.permute(0, *inner).view(t.shape[0], -1)
+
+
+def _is_model_major(t: torch.Tensor) -> bool:
+    try:
+        _per_model_rows(t)
+    except RuntimeError:
+        return False
+    return True
+
+
+class _StackedAdam:
+    """Adam / AdamW for K stacked models: one optimiser state per model, updated in one fused call.
+
+    Every stacked tensor is viewed as K contiguous per-model rows (in memory order, which an elementwise
+    update does not care about), each with its own step counter, and the rows of the models active in a
+    step go to ``torch.optim.adam.adam`` (the function behind ``torch.optim.Adam``) with ``fused=True``:
+    one pass over the memory for all models. A model left out of a step keeps its parameters, moment
+    estimates and step count. Gradients share their parameter's layout (autograd's layout contract for
+    dense parameters), so their rows are views too.
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], K: int, spec: VectorisedSpec) -> None:
+        self.spec = spec
+        self.stacked = [p for p in params.values() if p.requires_grad]
+        self.param_views = [_per_model_rows(p.detach()).unbind(0) for p in self.stacked]
+        self.exp_avg_views = [_per_model_rows(torch.zeros_like(p)).unbind(0) for p in self.stacked]
+        self.exp_avg_sq_views = [_per_model_rows(torch.zeros_like(p)).unbind(0) for p in self.stacked]
+        # One counter per model and tensor: the fused step increments every counter it is given.
+        self.steps = [[torch.zeros((), dtype=torch.float32) for _ in range(K)] for _ in self.stacked]
+
+    @torch.no_grad()
+    def step(self, active: list[int]) -> None:
+        params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+        for i, stacked in enumerate(self.stacked):
+            if stacked.grad is None:
+                continue
+            grad_views = _per_model_rows(stacked.grad).unbind(0)
+            for k in active:
+                params.append(self.param_views[i][k])
+                grads.append(grad_views[k])
+                exp_avgs.append(self.exp_avg_views[i][k])
+                exp_avg_sqs.append(self.exp_avg_sq_views[i][k])
+                steps.append(self.steps[i][k])
+        beta1, beta2 = self.spec.betas
+        adam(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            fused=True,
+            decoupled_weight_decay=self.spec.optimizer == "adamw",
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=self.spec.lr,
+            weight_decay=self.spec.weight_decay,
+            eps=self.spec.eps,
+            maximize=False,
+        )
