@@ -517,6 +517,68 @@ def _write_text_json(path: Path, doc: dict[str, Any]) -> None:
         raise MembershieldError(f"cannot write {path}: {exc.strerror} (pass --out DIR)") from exc
 
 
+@app.command()
+def guard(
+    model: Annotated[
+        str | None, typer.Option(help="Fitted .joblib/.pkl classifier to serve (with --upstream: checks shapes).")
+    ] = None,
+    upstream: Annotated[
+        str | None, typer.Option(help="JSON endpoint to forward to instead of scoring locally (same shapes).")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="Guard policy TOML: [output], [limits], [detector], [server].")
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    store: Annotated[
+        str | None, typer.Option(help="History database, a file or URL (keys, requests and alerts go there too).")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="Model name in the history (default: the model file's stem).")
+    ] = None,
+) -> None:
+    """Serve a model behind API keys, output hardening, rate limits, probing detection and PII redaction."""
+    import uvicorn
+
+    from membershield.guard.app import create_app, guard_config
+    from membershield.guard.policy import load_policy
+
+    config = guard_config(model, upstream, load_policy(policy), store=store, model_name=model_name)
+    application = create_app(config)
+    console.print(f"guarding '{config.model_name}' on http://{host}:{port} (dashboard: /?key=ADMIN_KEY)", markup=False)
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+keys_app = typer.Typer(help="API keys of the guard service.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for (unique).")],
+    admin: Annotated[bool, typer.Option(help="May read alerts and the dashboard.")] = False,
+    store: Annotated[str | None, typer.Option(help="History database, a file or URL.")] = None,
+) -> None:
+    """Create an API key and print it once; only its sha256 is stored."""
+    from membershield.guard.app import issue_key
+    from membershield.store import open_store
+
+    with open_store(store) as opened:
+        token = issue_key(opened, name, admin=admin)
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(store: Annotated[str | None, typer.Option(help="History database, a file or URL.")] = None) -> None:
+    """Key names, roles and creation times (never the keys themselves)."""
+    from membershield.store import open_store
+
+    with open_store(store) as opened:
+        for key in opened.guard_keys():
+            role = "admin" if key.admin else "user"
+            typer.echo(f"{key.name}\t{role}\t{key.created_at.isoformat(timespec='seconds')}")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
