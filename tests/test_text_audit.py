@@ -79,6 +79,12 @@ def test_memorising_model_is_caught_and_results_are_written(text_world, tmp_path
     assert code == 0, err
     page = (out / "r.html").read_text()
     assert "Perplexity" in page and "min-k-plus-plus" in page
+    # ... and the gate judges them: this memorising model must fail a 0.6 AUC limit.
+    policy = tmp_path / "policy.toml"
+    policy.write_text('max_auc = 0.6\nmax_tpr_at_fpr = {"0.01" = 0.05}\nallow_unmeasurable = true\n')
+    code, stdout, err = run_cli(monkeypatch, capsys, "gate", str(out / "audit.json"), "--policy", str(policy))
+    assert code == 1, stdout + err
+    assert "loss" in stdout + err
 
 
 def test_untrained_copy_scores_at_chance(text_world, tmp_path, monkeypatch, capsys) -> None:
