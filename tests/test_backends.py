@@ -50,7 +50,10 @@ def test_processes_backend_matches_local(digits_audit, tmp_path, local_run) -> N
 
 def test_processes_backend_runs_a_torch_recipe_from_a_file(digits_audit, tmp_path) -> None:
     # The recipe is imported from a file under a private module name; workers must re-import it.
-    config = _config(digits_audit, tmp_path, model=f"{RECIPE}:recipe", references=2, attacks=["rmia"])
+    # Sequential locally too: the comparison is between processes, not between trainers.
+    config = _config(
+        digits_audit, tmp_path, model=f"{RECIPE}:recipe", references=2, attacks=["rmia"], trainer="sequential"
+    )
     local = run_audit(config)
     config_p = _config(
         digits_audit,
