@@ -47,7 +47,8 @@ class TorchTarget:
         self.batch_size = batch_size
 
     def logits(self, features: pd.DataFrame) -> np.ndarray:
-        X = torch.from_numpy(features_as_float32(features))
+        # pandas may hand out a read-only view, which torch warns about and must not write to.
+        X = torch.from_numpy(np.require(features_as_float32(features), requirements="W"))
         self.module.eval()
         outputs = []
         with torch.no_grad():
