@@ -340,6 +340,8 @@ def run_audit(
             "access": loaded.target.access if loaded.target is not None else "white-box",
             "classes": [str(c) for c in classes.tolist()],
             "recipe": loaded.recipe.identity(),
+            # A defended recipe (defenses.training) reports what it did, e.g. DP-SGD's privacy accounting.
+            **({"defense": defense} if (defense := getattr(loaded.recipe, "defense_report", None)) else {}),
         },
         data={
             "fingerprints": prepared.fingerprints,
