@@ -1,0 +1,231 @@
+"""Reference-model training speed: K models at once (membershield.training.vectorised) against a plain loop.
+
+On Purchase100-like data made here (10,000 rows of 600 binary features, 100 classes), every model is a
+600-256-100 ReLU MLP trained with Adam on half of the rows (membership_plan, in_fraction 0.5) for 20
+epochs in minibatches of 128. One run measures, in this order:
+
+(a) the float32 matmul peak of this machine: best of repeated ``torch.mm`` on 2048 x 2048 matrices,
+    and, for reference, the rate of a training step's batched matrix products run alone (the most a
+    vectorised step could reach with everything else free);
+(b) a plain sequential PyTorch loop (randperm, forward, backward, ``torch.optim.Adam``), seconds per model;
+(c) the vectorised trainer with 16 models: seconds per model, achieved GFLOP/s and % of the peak;
+(d) scaling: seconds per model with 4, 16 and 64 models;
+(e) the process's peak resident memory (``resource.getrusage``) after the 16-model run, before any
+    larger one.
+
+Counted FLOPs are the matrix products a training step needs per real (non-padding) row: forward
+``2 W``, weight gradients ``2 W`` and input gradients ``2 (W - W1)`` (none for the first layer, whose
+input needs no gradient), i.e. ``6 W - 2 W1`` per row per epoch, with ``W`` the number of weights in the
+linear layers (biases left out) and ``W1`` those of the first one. Elementwise work (ReLU, softmax, Adam)
+is not counted.
+
+    .venv/bin/python bench/reference_training.py            # the full run
+    .venv/bin/python bench/reference_training.py --quick    # fewer rows and epochs, smaller model counts
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from membershield.training.plan import membership_plan
+from membershield.training.vectorised import VectorisedSpec, train_vectorised
+
+N_FEATURES = 600
+HIDDEN = 256
+N_CLASSES = 100
+
+
+@dataclass(frozen=True)
+class Setting:
+    rows: int = 10_000
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    main_models: int = 16
+    scaling: tuple[int, ...] = (4, 16, 64)
+    sequential_models: int = 2
+
+
+QUICK = Setting(rows=3_000, epochs=3, main_models=8, scaling=(2, 8, 16), sequential_models=2)
+
+
+def purchase_like(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Binary purchase vectors: each class has its own item probabilities; rows are Bernoulli draws."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.beta(0.3, 2.0, size=(N_CLASSES, N_FEATURES))
+    y = rng.integers(0, N_CLASSES, size=rows)
+    X = (rng.random((rows, N_FEATURES)) < prototypes[y]).astype(np.float32)
+    return X, y.astype(np.int64)
+
+
+def build(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(X.shape[1], HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n_classes))
+
+
+def flops_per_row() -> int:
+    weights = [N_FEATURES * HIDDEN, HIDDEN * N_CLASSES]
+    return 6 * sum(weights) - 2 * weights[0]
+
+
+def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def step_matmul_ceiling(models: int, batch_size: int, repeats: int = 5) -> float:
+    """GFLOP/s of one training step's batched products alone (no autograd, no optimiser, no data).
+
+    Same shapes and memory layouts as the products the vectorised trainer runs (some operands are
+    transposed views, as autograd passes them).
+    """
+    K, B = models, batch_size
+
+    def t(*shape: int) -> torch.Tensor:  # a transposed view of a contiguous tensor
+        return torch.randn(K, shape[1], shape[0]).transpose(1, 2)
+
+    pairs = [
+        (torch.randn(K, B, N_FEATURES), torch.randn(K, N_FEATURES, HIDDEN)),  # forward, layer 1
+        (torch.randn(K, B, HIDDEN), torch.randn(K, HIDDEN, N_CLASSES)),  # forward, layer 2
+        (t(HIDDEN, B), torch.randn(K, B, N_CLASSES)),  # weight gradient, layer 2
+        (torch.randn(K, B, N_CLASSES), t(N_CLASSES, HIDDEN)),  # input gradient, layer 2
+        (t(N_FEATURES, B), torch.randn(K, B, HIDDEN)),  # weight gradient, layer 1
+    ]
+    flops = sum(2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] for a, b in pairs)
+    best = math.inf
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        for a, b in pairs:
+            torch.bmm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return flops / best / 1e9
+
+
+def sequential_loop(X: np.ndarray, y: np.ndarray, spec: VectorisedSpec, seed: int) -> nn.Module:
+    """What a recipe author writes: one model, one optimiser, shuffled minibatches."""
+    generator = torch.Generator().manual_seed(seed)
+    model = spec.build(X, y, N_CLASSES, seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    features, labels = torch.from_numpy(X), torch.from_numpy(y)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(spec.epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(labels), spec.batch_size):
+            batch = order[start : start + spec.batch_size]
+            optimiser.zero_grad()
+            loss_fn(model(features[batch]), labels[batch]).backward()
+            optimiser.step()
+    return model.eval()
+
+
+def peak_rss_gib() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run (about a minute)")
+    parser.add_argument("--batch-size", type=int, default=None, help="minibatch size (default 128)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=1, help="time everything this often, keep the best")
+    args = parser.parse_args()
+    setting = QUICK if args.quick else Setting()
+    if args.batch_size:
+        setting = replace(setting, batch_size=args.batch_size)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = VectorisedSpec(build=build, epochs=setting.epochs, batch_size=setting.batch_size, lr=setting.lr)
+    X, y = purchase_like(setting.rows)
+    # The main count first, so that the peak memory read after it is not that of a larger run.
+    counts = sorted({setting.main_models, *setting.scaling}, key=lambda k: (k != setting.main_models, k))
+    plans = {k: membership_plan(setting.rows, k, 0.5, seed=k) for k in counts}
+    per_row = flops_per_row()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(
+        f"data {setting.rows} x {N_FEATURES}, {N_CLASSES} classes; MLP {N_FEATURES}-{HIDDEN}-{N_CLASSES};"
+        f" {setting.epochs} epochs, batch {setting.batch_size}; {per_row:,} FLOPs per row per epoch;"
+        f" best of {args.repeats}"
+    )
+    rss_start = peak_rss_gib()
+    # Warm-up, untimed: first calls pay one-off set-up costs (allocator, kernels).
+    small = replace(spec, epochs=1)
+    sequential_loop(X[:512], y[:512], small, seed=0)
+    train_vectorised(small, X[:512], y[:512], N_CLASSES, np.ones((2, 512), dtype=bool), seeds=[0, 1])
+
+    main_plan = plans[setting.main_models]
+    peak = ceiling = 0.0
+    sequential = [math.inf] * setting.sequential_models
+    vectorised = dict.fromkeys(counts, math.inf)
+    rss_main = 0.0
+    for repeat in range(args.repeats):
+        print(f"repeat {repeat + 1}: load average {os.getloadavg()[0]:.2f} (other processes share these cores)")
+        peak = max(peak, matmul_peak())
+        ceiling = max(ceiling, step_matmul_ceiling(setting.main_models, setting.batch_size))
+        for k in range(setting.sequential_models):
+            start = time.perf_counter()
+            sequential_loop(X[main_plan[k]], y[main_plan[k]], spec, seed=k)
+            sequential[k] = min(sequential[k], time.perf_counter() - start)
+        for k in counts:
+            start = time.perf_counter()
+            train_vectorised(spec, X, y, N_CLASSES, plans[k], seeds=list(range(k)))
+            vectorised[k] = min(vectorised[k], time.perf_counter() - start)
+            if repeat == 0 and k == setting.main_models:
+                rss_main = peak_rss_gib()
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+
+    def rate(rows: int, seconds: float) -> float:
+        return rows * setting.epochs * per_row / seconds / 1e9
+
+    print(f"(a) matmul peak (torch.mm 2048 x 2048, best of 10): {peak:.1f} GFLOP/s")
+    print(
+        f"    the {setting.main_models}-model step's batched products alone: {ceiling:.1f} GFLOP/s"
+        f" ({100 * ceiling / peak:.0f}% of peak)"
+    )
+    seq_rate = rate(int(main_plan[: setting.sequential_models].sum()), sum(sequential))
+    seq_per_model = float(np.mean(sequential))
+    print(
+        f"(b) sequential loop ({setting.sequential_models} models): {seq_per_model:.3f} s/model,"
+        f" {seq_rate:.1f} GFLOP/s ({100 * seq_rate / peak:.0f}% of peak)"
+    )
+    rows_main = int(main_plan.sum())
+    main_rate = rate(rows_main, vectorised[setting.main_models])
+    print(
+        f"(c) vectorised, {setting.main_models} models: {vectorised[setting.main_models]:.2f} s,"
+        f" {vectorised[setting.main_models] / setting.main_models:.3f} s/model, {main_rate:.1f} GFLOP/s"
+        f" ({100 * main_rate / peak:.0f}% of peak), {main_rate / seq_rate:.2f}x the sequential loop's rows per second"
+    )
+    print("(d) scaling:")
+    first = min(counts)
+    for k in sorted(counts):
+        r = rate(int(plans[k].sum()), vectorised[k])
+        print(
+            f"    {k:3d} models: {vectorised[k]:7.2f} s, {vectorised[k] / k:.3f} s/model,"
+            f" {r:.1f} GFLOP/s ({100 * r / peak:.0f}% of peak), {r / seq_rate:.2f}x the sequential loop,"
+            f" per-row time {rate(int(plans[first].sum()), vectorised[first]) / r:.2f}x that of {first} models"
+        )
+    print(
+        f"(e) peak resident memory of this process after the {setting.main_models}-model run: {rss_main:.2f} GiB"
+        f" (before any training, data made: {rss_start:.2f} GiB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
