@@ -29,6 +29,7 @@ from membershield.defenses.training import DefendedRecipe, NoDefense
 from membershield.errors import ConfigError
 from membershield.targets.torch import TorchRecipe
 from membershield.training.vectorised import VectorisedSpec
+from tests.test_cli import run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "torch_mlp.py"
 
@@ -93,17 +94,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["membershield", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from membershield.audit import run_audit
-from membershield.cli import main
 from membershield.config import AuditConfig
 from membershield.errors import ConfigError, InputDataError
 from membershield.gate import (
@@ -27,6 +25,7 @@ from membershield.gate import (
     write_junit,
 )
 from membershield.store import open_store
+from tests.test_cli import run_cli
 
 
 def small_audit(d, model: Path, out: Path, **changes) -> Path:
@@ -330,17 +329,6 @@ def test_junit_xml_has_one_testcase_per_check_and_the_failures(audits, tmp_path)
 
 # --------------------------------------------------------------------------------------------------
 # The command line
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["membershield", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def write_policy(path: Path, text: str) -> Path:

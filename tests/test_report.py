@@ -19,21 +19,11 @@ from membershield.audit import AuditRun, run_audit
 from membershield.cli import main
 from membershield.config import AuditConfig
 from membershield.report import fmt_rate, load_result, verdict
+from tests.test_cli import run_cli
 
 ATTACKS = ["loss", "lira", "rmia"]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["membershield", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:

@@ -12,7 +12,6 @@ import json
 import multiprocessing
 import os
 import sqlite3
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -23,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from membershield.audit import run_audit
-from membershield.cli import main
 from membershield.config import AuditConfig
 from membershield.gate import load_audit
 from membershield.store import (
@@ -35,6 +33,7 @@ from membershield.store import (
     open_store,
     resolve_url,
 )
+from tests.test_cli import run_cli
 
 POSTGRES_ENV = "MEMBERSHIELD_TEST_POSTGRES_URL"
 
@@ -336,17 +335,6 @@ def test_store_urls_and_model_names(tmp_path, monkeypatch) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # The audit and history commands
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["membershield", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def audit_args(d, out: Path, *extra: str) -> list[str]:
