@@ -368,6 +368,10 @@ def test_each_verdict_says_plainly_whether_lira_tpr_went_down(comparison) -> Non
         assert variant["verdict"].split(":")[0] in html
     hidden = _variant(doc, "output:top_k=1")
     assert hidden["counts_as_protection"] is False and "NOT protection" in hidden["verdict"]
+    # The hardened variant is audited as what it exposes: answers, not weights.
+    audits = [json.loads(p.read_text()) for p in comparison["out"].glob("*/audit.json")]
+    hardened = [a for a in audits if a["target"]["kind"].endswith("+hardened")]
+    assert hardened and all(a["target"]["access"] == "black-box" for a in hardened)
 
 
 def test_dp_at_epsilon_one_is_audited_below_one_and_near_chance(comparison) -> None:

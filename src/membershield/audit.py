@@ -337,7 +337,9 @@ def run_audit(
             "kind": loaded.kind,
             "spec": loaded.spec,
             "sha256": loaded.sha256,
-            "access": loaded.target.access if loaded.target is not None else "white-box",
+            "access": loaded.target.access
+            if loaded.target is not None
+            else getattr(loaded.recipe, "target_access", "white-box"),
             "classes": [str(c) for c in classes.tolist()],
             "recipe": loaded.recipe.identity(),
             # A defended recipe (defenses.training) reports what it did, e.g. DP-SGD's privacy accounting.

@@ -221,6 +221,8 @@ class HardenedRecipe:
         self.inner = inner
         self.policy = policy
         self.kind = f"{inner.kind}+hardened"
+        # What an auditor may query: the hardened answers only, never the weights behind them.
+        self.target_access = "label-only" if policy.label_only else "black-box"
 
     def fit(self, features: pd.DataFrame, labels: np.ndarray, classes: np.ndarray, seed: int) -> HardenedTarget:
         return HardenedTarget(self.inner.fit(features, labels, classes, seed), self.policy, seed=seed)
