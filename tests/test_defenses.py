@@ -370,7 +370,7 @@ def test_each_verdict_says_plainly_whether_lira_tpr_went_down(comparison) -> Non
     assert hidden["counts_as_protection"] is False and "NOT protection" in hidden["verdict"]
     # The hardened variant is audited as what it exposes: answers, not weights.
     audits = [json.loads(p.read_text()) for p in comparison["out"].glob("*/audit.json")]
-    hardened = [a for a in audits if a["target"]["kind"].endswith("+hardened")]
+    hardened = [a for a in audits if (a["target"].get("defense") or {}).get("name") == "output"]
     assert hardened and all(a["target"]["access"] == "black-box" for a in hardened)
 
 
