@@ -35,6 +35,29 @@ class SplitCheck:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    @classmethod
+    def from_held_out(
+        cls,
+        scores: np.ndarray,
+        is_member: np.ndarray,
+        n_members: int,
+        n_nonmembers: int,
+        confidence: float,
+        method: str,
+    ) -> SplitCheck:
+        """The verdict from a blind classifier's scores on records it did not train on."""
+        value, interval = auc_with_ci(scores, is_member, confidence=confidence)
+        return cls(
+            blind_auc=float(value),
+            ci_low=float(interval.low),
+            ci_high=float(interval.high),
+            ok=bool(interval.low <= 0.5),
+            n_members=n_members,
+            n_nonmembers=n_nonmembers,
+            confidence=confidence,
+            method=method,
+        )
+
 
 def _encode(features: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
     columns = []
@@ -69,14 +92,11 @@ def blind_split_check(
     X_fit, X_test, y_fit, y_test = train_test_split(X, y, test_size=0.5, stratify=y, random_state=seed)
     model = HistGradientBoostingClassifier(max_iter=100, random_state=seed)
     model.fit(X_fit, y_fit)
-    value, interval = auc_with_ci(model.predict_proba(X_test)[:, 1], y_test, confidence=confidence)
-    return SplitCheck(
-        blind_auc=float(value),
-        ci_low=float(interval.low),
-        ci_high=float(interval.high),
-        ok=bool(interval.low <= 0.5),
-        n_members=n_members,
-        n_nonmembers=n_nonmembers,
-        confidence=confidence,
-        method="HistGradientBoostingClassifier on features and label; trained on a random half, scored on the other",
+    return SplitCheck.from_held_out(
+        model.predict_proba(X_test)[:, 1],
+        y_test,
+        n_members,
+        n_nonmembers,
+        confidence,
+        "HistGradientBoostingClassifier on features and label; trained on a random half, scored on the other",
     )

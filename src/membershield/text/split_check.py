@@ -20,7 +20,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from membershield.metrics import auc_with_ci
 from membershield.split_check import SplitCheck
 
 _DATE = re.compile(
@@ -64,16 +63,13 @@ def text_split_check(
     X_test = hstack([vectoriser.transform([texts[i] for i in test]), csr_matrix(scaler.transform(numeric[test]))])
     model = LogisticRegression(C=1.0, max_iter=2000)
     model.fit(X_fit.tocsr(), y[fit])
-    value, interval = auc_with_ci(model.predict_proba(X_test.tocsr())[:, 1], y[test], confidence=confidence)
-    return SplitCheck(
-        blind_auc=float(value),
-        ci_low=float(interval.low),
-        ci_high=float(interval.high),
-        ok=bool(interval.low <= 0.5),
-        n_members=n_members,
-        n_nonmembers=n_nonmembers,
-        confidence=confidence,
-        method=(
+    return SplitCheck.from_held_out(
+        model.predict_proba(X_test.tocsr())[:, 1],
+        y[test],
+        n_members,
+        n_nonmembers,
+        confidence,
+        (
             "logistic regression on word 1-2-gram TF-IDF, lengths (chars, words, tokens), digit and date counts;"
             " trained on a random half, scored on the other"
         ),
