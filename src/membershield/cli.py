@@ -539,6 +539,11 @@ def compare(
         "membershield-compare"
     ),
     reports: Annotated[bool, typer.Option(help="Also write each variant's HTML audit report.")] = True,
+    backend: Annotated[
+        str, typer.Option(help="Where the models train: local, processes (joblib) or ray; same seed, same numbers.")
+    ] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one).")] = None,
+    n_jobs: Annotated[int | None, typer.Option(help="Parallel workers for the processes and ray backends.")] = None,
 ) -> None:
     """Train the recipe with each defense, audit every variant the same way, compare privacy and utility."""
     from membershield.defenses.compare import CompareOptions, run_compare
@@ -554,6 +559,9 @@ def compare(
         out=out,
         ignore_columns=[c.strip() for c in ignore_columns.split(",") if c.strip()] if ignore_columns else [],
         reports=reports,
+        backend=backend,
+        n_jobs=n_jobs,
+        ray_address=ray_address,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=errors, transient=True) as progress:

@@ -34,6 +34,7 @@ from membershield.errors import ConfigError, InputDataError, MembershieldError, 
 from membershield.result import environment_stamp
 from membershield.targets import LoadedModel, load_model
 from membershield.targets.base import Recipe
+from membershield.training.backends import BACKENDS
 
 SCHEMA_VERSION = "1.0"
 DEFAULT_DEFENSES = "none,dp:epsilon=8,relaxloss,label-smoothing:0.1"
@@ -57,6 +58,9 @@ class CompareOptions:
     out: str = "membershield-compare"
     ignore_columns: list[str] = field(default_factory=list)
     reports: bool = True  # an HTML audit report per variant as well
+    backend: str = "local"  # where the models train: local, processes or ray (training.backends)
+    n_jobs: int | None = None
+    ray_address: str | None = None
 
 
 @dataclass
@@ -113,7 +117,13 @@ def build_variants(options: CompareOptions, loaded: LoadedModel) -> tuple[list[V
                 " vectorised_spec() (see examples/torch_mlp.py)"
             )
         try:
-            return DefendedRecipe(spec, defense, source=loaded.recipe.identity(), report_seed=options.seed)
+            return DefendedRecipe(
+                spec,
+                defense,
+                source=loaded.recipe.identity(),
+                report_seed=options.seed,
+                recipe_file=getattr(loaded.recipe, "spec", None),
+            )
         except MembershieldError:
             raise
         except Exception as exc:
@@ -123,7 +133,9 @@ def build_variants(options: CompareOptions, loaded: LoadedModel) -> tuple[list[V
     used: set[str] = set()
     for text, defense in parsed:
         if isinstance(defense, OutputDefense):
-            recipe: Recipe = HardenedRecipe(defended(NoDefense(), "none"), defense.policy)
+            recipe: Recipe = HardenedRecipe(
+                defended(NoDefense(), "none"), defense.policy, memguard=defense.memguard, report_seed=options.seed
+            )
         else:
             recipe = defended(defense, text)
         name = slug(text)
@@ -294,6 +306,20 @@ def _warm_up(loaded: LoadedModel, members: Path, options: CompareOptions) -> Non
         return
 
 
+def _train_target_here(config: AuditConfig, model: LoadedModel) -> None:
+    """Train the variant's target in this process as the audit will, so that its recipe records the
+    defense report (DP accounting, training time): a model trained in a worker reports nothing back.
+    The audit trains it again on the backend; the same seed gives the same model."""
+    from membershield.audit import prepare_audit
+
+    if not hasattr(model.recipe, "defense_report"):
+        return
+    prepared = prepare_audit(config, model)
+    assert prepared.target_job is not None
+    rows = prepared.target_job.train_mask
+    model.recipe.fit(prepared.features[rows], prepared.raw_labels[rows], prepared.classes, prepared.target_job.seed)
+
+
 @dataclass
 class CompareRun:
     document: dict[str, Any]
@@ -307,6 +333,8 @@ def run_compare(
 ) -> CompareRun:
     """Train and audit every variant; write ``compare.json`` and ``compare.html`` under ``options.out``."""
     out = Path(options.out)
+    if options.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend '{options.backend}': choose one of {', '.join(BACKENDS)}")
     attacks = parse_attack_list(options.attacks)
     loaded = load_model(options.recipe)
     variants, notes = build_variants(options, loaded)
@@ -338,6 +366,9 @@ def run_compare(
             out=str(out / variant.slug),
             cache="",  # each variant's recipe is new; its report needs the target trained in this run
             split_check=i == 0,  # the same split for every variant: checked once
+            backend=options.backend,
+            n_jobs=options.n_jobs,
+            ray_address=options.ray_address,
         )
         model = LoadedModel(
             target=None,
@@ -346,6 +377,8 @@ def run_compare(
             spec=f"{options.recipe} [{variant.name}]",
             sha256=loaded.sha256,
         )
+        if options.backend != "local":
+            _train_target_here(config, model)
         run = run_audit(config, progress=progress, model=model)
         if options.reports:
             from membershield.report.html import write_html_report

@@ -4,12 +4,14 @@ Each transform maps a probability matrix ``(n, C)`` to another whose arg-max (th
 unchanged, and ``harden`` applies the configured ones in a fixed order: temperature, clipping of the top
 probability, calibrated noise, top-k truncation, rounding, label-only. They remove the fine confidence
 information threshold attacks read; label-only attacks (Choquette-Choo et al. 2021) are unaffected by
-design, which is why the audit runs them against hardened targets too.
+design, which is why the audit runs them against hardened targets too. MemGuard (``defenses.memguard``),
+which needs a defense classifier trained on the defender's data, runs before them on the raw logits.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,9 @@ from scipy.special import softmax
 
 from membershield.errors import ConfigError
 from membershield.targets.base import Target
+
+if TYPE_CHECKING:
+    from membershield.defenses.memguard import MemGuard
 
 TOP_MARGIN = 1e-9  # how much a tied top class is raised to keep the label; far below any reported digit
 
@@ -125,18 +130,21 @@ def harden(proba: np.ndarray, policy: OutputPolicy, rng: np.random.Generator | N
 
 
 class HardenedTarget:
-    """A target whose every answer passes through ``harden``: audited exactly as a deployed API would be."""
+    """A target whose every answer passes through ``harden`` (after ``memguard``, when given): audited
+    exactly as a deployed API would be."""
 
-    def __init__(self, inner: Target, policy: OutputPolicy, seed: int = 0) -> None:
+    def __init__(self, inner: Target, policy: OutputPolicy, seed: int = 0, memguard: MemGuard | None = None) -> None:
         self.inner = inner
         self.policy = policy
+        self.memguard = memguard
         self.kind = f"{inner.kind}+hardened"
         self.access = "label-only" if policy.label_only else "black-box"
         self.classes = inner.classes
         self._rng = np.random.default_rng(seed)
 
     def logits(self, features: pd.DataFrame) -> np.ndarray:
-        proba = softmax(np.asarray(self.inner.logits(features), dtype=np.float64), axis=1)
+        raw = np.asarray(self.inner.logits(features), dtype=np.float64)
+        proba = self.memguard(raw) if self.memguard is not None else softmax(raw, axis=1)
         hardened = harden(proba, self.policy, self._rng)
         with np.errstate(divide="ignore"):
             # Zeroed classes get the same floor as classes a model never saw (see targets.base.LOG_FLOOR).

@@ -21,6 +21,8 @@ from typing import Any
 from membershield.defenses.adversarial import AdversarialRegularisation
 from membershield.defenses.distillation import Distillation
 from membershield.defenses.dp import DPSGD
+from membershield.defenses.memguard import CITATION as MEMGUARD_CITATION
+from membershield.defenses.memguard import DEFAULT_BUDGET, MAX_BUDGET, MemGuardSettings
 from membershield.defenses.output import OutputPolicy
 from membershield.defenses.regularisation import ConfidencePenalty, Dropout, EarlyStopping, LabelSmoothing, WeightDecay
 from membershield.defenses.relaxloss import RelaxLoss
@@ -48,6 +50,7 @@ class OutputDefense:
     """Output hardening (``defenses.output``) named in a spec string: ``output:top_k=1``."""
 
     name = "output"
+    memguard: MemGuardSettings | None = None
 
     def __init__(self, **values: Any) -> None:
         if not values:
@@ -61,6 +64,21 @@ class OutputDefense:
 
     def label(self) -> str:
         return "output:" + ",".join(k if v is True else f"{k}={format_value(v)}" for k, v in self.values.items())
+
+
+class MemGuardDefense(OutputDefense):
+    """MemGuard (``defenses.memguard``) named in a spec string: ``memguard:budget=0.5``."""
+
+    name = "memguard"
+    citation = MEMGUARD_CITATION
+
+    def __init__(self, budget: float = DEFAULT_BUDGET) -> None:
+        self.memguard = MemGuardSettings(budget)
+        self.policy = OutputPolicy()
+        self.values = {"budget": budget}
+
+    def label(self) -> str:
+        return f"memguard:budget={format_value(self.memguard.budget)}"
 
 
 Defense = TrainingDefense | OutputDefense
@@ -141,6 +159,18 @@ DEFENSES: dict[str, DefenseType] = {
             {"weight": Param(float, lambda v: v >= 0, "0 or more"), "reference_fraction": _fraction},
             "weight",
             "adversarial regularisation (Nasr et al. 2018): train against a membership attack trained alongside",
+        ),
+        DefenseType(
+            "memguard",
+            MemGuardDefense,
+            {
+                "budget": Param(
+                    float, lambda v: 0 < v <= MAX_BUDGET, "in (0, 2] (an L1 distance between probability vectors)"
+                )
+            },
+            "budget",
+            "MemGuard (Jia et al. 2019): noise on each answer so that a membership classifier reads 0.5;"
+            " the label is kept and the expected L1 change of the probabilities is at most budget",
         ),
         DefenseType(
             "output",

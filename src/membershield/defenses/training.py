@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,7 +27,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from membershield.defenses.memguard import CITATION as MEMGUARD_CITATION
+from membershield.defenses.memguard import MemGuardSettings, memguard_from_recipe
 from membershield.defenses.output import HardenedTarget, OutputPolicy
+from membershield.errors import ModelLoadError
 from membershield.targets.base import Recipe
 from membershield.targets.torch import TorchTarget, features_as_float32
 from membershield.training.vectorised import VectorisedSpec
@@ -165,9 +168,11 @@ class DefendedRecipe:
     """A recipe that trains ``base_spec``'s model with ``defense``.
 
     ``source`` names where the spec came from (a recipe's identity) so that the identity, and with it
-    the reference-model cache key, changes when the recipe file does. ``defense_report`` is the report of
-    the model trained with seed ``report_seed`` (the audit's target; default: the first model trained),
-    with the wall-clock seconds its training took.
+    the reference-model cache key, changes when the recipe file does. ``recipe_file`` (``path.py:function``)
+    is the file that declared the spec, when it came from one: a worker process or Ray task re-imports the
+    spec's ``build`` from it (see ``__reduce_ex__``). ``defense_report`` is the report of the model
+    trained with seed ``report_seed`` (the audit's target; default: the first model trained), with the
+    wall-clock seconds its training took; it records models trained in this process only.
     """
 
     def __init__(
@@ -177,12 +182,14 @@ class DefendedRecipe:
         *,
         source: str | None = None,
         report_seed: int | None = None,
+        recipe_file: str | None = None,
     ) -> None:
         defense.check(base_spec)
         self.spec = base_spec
         self.defense = defense
         self.source = source
         self.report_seed = report_seed
+        self.recipe_file = recipe_file
         self.kind = "torch" if defense.name == "none" else f"torch+{defense.name}"
         self.reports: dict[int, dict[str, Any]] = {}
 
@@ -202,6 +209,15 @@ class DefendedRecipe:
             return self.reports.get(self.report_seed)
         return next(iter(self.reports.values()), None)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if self.recipe_file is None:
+            return super().__reduce_ex__(protocol)
+        # A recipe file is imported under a private module name that other processes do not have, so its
+        # build function cannot be pickled by reference; the file is imported again there instead, and
+        # the training settings travel as values (they may differ from what the file declares).
+        settings = {f.name: getattr(self.spec, f.name) for f in fields(self.spec) if f.name != "build"}
+        return _rebuild_defended, (self.recipe_file, settings, self.defense, self.source, self.report_seed)
+
     def identity(self) -> str:
         s = self.spec
         base = self.source or f"spec:{getattr(s.build, '__module__', '?')}.{getattr(s.build, '__qualname__', '?')}"
@@ -209,27 +225,62 @@ class DefendedRecipe:
         return f"defended:{LOOP_VERSION}:{base}:{training}:{self.defense.identity()}"
 
 
+def _rebuild_defended(
+    recipe_file: str, settings: dict[str, Any], defense: TrainingDefense, source: str | None, report_seed: int | None
+) -> DefendedRecipe:
+    from membershield.targets.torch import load_recipe
+    from membershield.training.vectorised import vectorised_spec_of
+
+    spec = vectorised_spec_of(load_recipe(recipe_file).function)
+    if spec is None:
+        raise ModelLoadError(f"recipe {recipe_file} no longer declares vectorised_spec()")
+    return DefendedRecipe(
+        replace(spec, **settings), defense, source=source, report_seed=report_seed, recipe_file=recipe_file
+    )
+
+
 class HardenedRecipe:
-    """A recipe whose models answer through output hardening (``defenses.output``).
+    """A recipe whose models answer through output hardening (``defenses.output``) and, with ``memguard``
+    settings, MemGuard's perturbation (``defenses.memguard``).
 
     The references are hardened too: an attacker calibrating on reference models sees the same kind of
-    outputs as the target gives. The predicted label never changes, so label-only attacks see exactly
-    what they would see without the hardening.
+    outputs as the target gives, and with MemGuard each reference trains its own defense classifier on
+    its own rows. The predicted label never changes, so label-only attacks see exactly what they would
+    see without the hardening. ``defense_report`` is that of the model trained with seed ``report_seed``
+    (default: the first one trained).
     """
 
-    def __init__(self, inner: Recipe, policy: OutputPolicy) -> None:
+    def __init__(
+        self,
+        inner: Recipe,
+        policy: OutputPolicy,
+        *,
+        memguard: MemGuardSettings | None = None,
+        report_seed: int | None = None,
+    ) -> None:
         self.inner = inner
         self.policy = policy
+        self.memguard = memguard
+        self.report_seed = report_seed
         self.kind = f"{inner.kind}+hardened"
         # What an auditor may query: the hardened answers only, never the weights behind them.
         self.target_access = "label-only" if policy.label_only else "black-box"
+        self.reports: dict[int, dict[str, Any]] = {}
 
     def fit(self, features: pd.DataFrame, labels: np.ndarray, classes: np.ndarray, seed: int) -> HardenedTarget:
-        return HardenedTarget(self.inner.fit(features, labels, classes, seed), self.policy, seed=seed)
+        start = time.perf_counter()
+        guard, report = None, {}
+        if self.memguard is not None:
+            guard, report = memguard_from_recipe(self.inner, features, labels, classes, seed, self.memguard)
+        target = HardenedTarget(self.inner.fit(features, labels, classes, seed), self.policy, seed=seed, memguard=guard)
+        self.reports.setdefault(seed, {**report, "seconds": time.perf_counter() - start})
+        return target
 
     @property
     def defense_report(self) -> dict[str, Any]:
         inner = getattr(self.inner, "defense_report", None)
+        mine = self.reports.get(self.report_seed) if self.report_seed is not None else None
+        mine = mine or next(iter(self.reports.values()), {})
         report: dict[str, Any] = {
             "name": "output",
             "params": {k: v for k, v in self.policy.to_dict().items() if v not in (None, False)},
@@ -240,7 +291,15 @@ class HardenedRecipe:
             report["training_seconds"] = inner.get("training_seconds")
             if inner.get("name") != "none":
                 report["training"] = inner
+        if self.memguard is not None:
+            report.update(name="memguard", citation=MEMGUARD_CITATION)
+            report["params"] = {**report["params"], **self.memguard.to_dict()}
+            report["memguard"] = {k: v for k, v in mine.items() if k != "seconds"}
+            # The deployed cost includes the shadow model and the defense classifier.
+            if "seconds" in mine:
+                report["training_seconds"] = mine["seconds"]
         return report
 
     def identity(self) -> str:
-        return f"hardened:{self.inner.identity()}:{json.dumps(self.policy.to_dict(), sort_keys=True)}"
+        memguard = f":memguard:{json.dumps(self.memguard.to_dict(), sort_keys=True)}" if self.memguard else ""
+        return f"hardened:{self.inner.identity()}:{json.dumps(self.policy.to_dict(), sort_keys=True)}{memguard}"
