@@ -25,7 +25,7 @@ from membershield.defenses.dp import DPSGD, epsilon_spent
 from membershield.defenses.registry import parse_defense, parse_defense_list, split_defense_list
 from membershield.defenses.regularisation import with_dropout
 from membershield.defenses.relaxloss import flattened_targets, relaxloss
-from membershield.defenses.training import DefendedRecipe, NoDefense
+from membershield.defenses.training import DefendedRecipe, NoDefense, build_model
 from membershield.errors import ConfigError
 from membershield.targets.torch import TorchRecipe
 from membershield.training.vectorised import VectorisedSpec
@@ -285,6 +285,35 @@ def test_dp_refuses_layers_opacus_cannot_train(small_task) -> None:
         recipe.fit(_frame(X), y, np.arange(10), seed=0)
 
 
+def test_dp_ghost_clipping_trains_the_model_per_record_gradients_would(small_task) -> None:
+    # Same seed, same Poisson batches and noise draws: the two ways of clipping must agree to rounding.
+    X, y = small_task
+    spec, defense = tiny_spec(epochs=2), DPSGD(noise=1.0)
+    ghost = defense._train(spec, build_model(spec, X, y, 10, 0), X, y, "ghost")
+    hooks = defense._train(spec, build_model(spec, X, y, 10, 0), X, y, "hooks")
+    assert (ghost.report["clipping"], hooks.report["clipping"]) == ("ghost", "hooks")
+    assert ghost.report["epsilon"] == hooks.report["epsilon"]
+    for mine, theirs in zip(ghost.module.parameters(), hooks.module.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_dp_falls_back_to_per_record_gradients_for_tied_weights(small_task) -> None:
+    class Twice(nn.Module):
+        def __init__(self, width: int, n_classes: int) -> None:
+            super().__init__()
+            self.shared = nn.Linear(width, width)
+            self.out = nn.Linear(width, n_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.relu(self.shared(torch.relu(self.shared(x)))))
+
+    X, y = small_task
+    spec = VectorisedSpec(
+        build=lambda X, y, n_classes, seed: Twice(X.shape[1], n_classes), epochs=1, batch_size=32, lr=1e-3
+    )
+    assert DPSGD(noise=1.0).train(spec, X, y, 10, 0).report["clipping"] == "hooks"
+
+
 # --------------------------------------------------------------------------------------------------
 # the comparison, end to end through the command line
 
@@ -424,6 +453,7 @@ def test_dp_on_a_scikit_learn_model_is_one_line(sklearn_files, tmp_path, monkeyp
         ("none,dp:epsilon=0", "epsilon must be greater than 0"),
         ("none,relaxlos", "did you mean 'relaxloss'"),
         ("none,label-smoothing:abc", "amount must be a number"),
+        ("none,memguard:budget=3", "budget must be in (0, 2]"),
     ],
 )
 def test_bad_defenses_on_the_command_line_are_one_line(
