@@ -113,3 +113,16 @@ def test_membership_plan_balances_in_and_out() -> None:
     assert one.sum() == 30
     skewed = membership_plan(1000, 10, 0.2, seed=0)
     assert (skewed.sum(axis=0) == 2).all()
+
+
+def test_membership_plan_keeps_reference_training_sets_the_size_of_the_targets() -> None:
+    # 2 models, target trained on a quarter of the pool: each model gets a quarter too, so half the rows
+    # are IN for one model and half for none (not every row IN once, which would double each set).
+    few = membership_plan(20_000, 2, 0.25, seed=0)
+    assert set(np.unique(few.sum(axis=0))) == {0, 1}
+    assert np.allclose(few.sum(axis=1), 5000, atol=150)
+    # A fractional count per row: 16 x 0.39 = 6.24, so rows are IN for 6 or 7 models, 24% of them 7.
+    uneven = membership_plan(10_000, 16, 0.39, seed=1)
+    counts = uneven.sum(axis=0)
+    assert set(np.unique(counts)) == {6, 7} and abs((counts == 7).mean() - 0.24) < 1e-3
+    assert np.allclose(uneven.sum(axis=1), 3900, atol=150)
