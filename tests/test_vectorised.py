@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,12 @@ from sklearn.datasets import make_classification
 from torch import nn
 
 from membershield.targets.torch import TorchTarget, load_recipe
-from membershield.training.vectorised import VectorisedSpec, train_vectorised, vectorised_spec_of
+from membershield.training.vectorised import (
+    VectorisedSpec,
+    _LayerwiseEnsemble,
+    train_vectorised,
+    vectorised_spec_of,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "torch_mlp.py"
 
@@ -63,10 +69,24 @@ def _predict(model: nn.Module, X: np.ndarray) -> torch.Tensor:
         return model.eval()(torch.from_numpy(X))
 
 
-def test_matches_the_recipe_model_for_model_with_unequal_training_sets(example, task) -> None:
+class _Wrapped(nn.Module):
+    """A network inside a container of another type than ``nn.Sequential``."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("layerwise", [True, False], ids=["layerwise", "vmap"])
+def test_matches_the_recipe_model_for_model_with_unequal_training_sets(example, task, layerwise: bool) -> None:
     # The recipe's loop and the vectorised one take the same batches from the same initial weights, so
     # the models agree up to rounding. The sets differ in size (one smaller than a batch, none a multiple
-    # of it): models with fewer steps per epoch must be skipped, not stepped with a zero gradient.
+    # of it): models with fewer steps per epoch must be skipped, not stepped with a zero gradient. Both
+    # ways of running the ensemble are checked: layer by layer (the recipe's Sequential of linear layers)
+    # and the general vmap (the same network wrapped in another container type).
     example.EPOCHS = 3
     X, y, _, _ = task
     rng = np.random.default_rng(0)
@@ -77,10 +97,15 @@ def test_matches_the_recipe_model_for_model_with_unequal_training_sets(example, 
     seeds = [11, 12, 13, 14]
     spec = vectorised_spec_of(example.recipe)
     assert spec is not None and spec.epochs == 3 and spec.build is example.build
+    if not layerwise:
+        spec = replace(spec, build=lambda X, y, n_classes, seed: _Wrapped(example.build(X, y, n_classes, seed)))
+    probe = spec.build(X, y, 4, 0)
+    assert (_LayerwiseEnsemble.of([probe]) is not None) == layerwise
     together = train_vectorised(spec, X, y, 4, masks, seeds)
     for model, mask, seed in zip(together, masks, seeds, strict=True):
         torch.manual_seed(seed)
         alone = example.recipe(X[mask], y[mask], n_classes=4, seed=seed)
+        model = model if layerwise else model.inner
         assert _max_difference(model, alone) < 1e-4
         np.testing.assert_allclose(_predict(model, X), _predict(alone, X), atol=1e-3)
 
@@ -187,8 +212,10 @@ def test_optimiser_follows_torch_with_weight_decay(optimizer: str, torch_optimiz
         assert _max_difference(model, reference) < 1e-5
 
 
-def test_buffers_are_per_model() -> None:
-    # A standardisation fitted in build, and batch-norm running statistics updated during training.
+@pytest.mark.parametrize("affine", [True, False], ids=["vmap", "layerwise"])
+def test_buffers_are_per_model(affine: bool) -> None:
+    # A standardisation fitted in build, and batch-norm running statistics updated during training (a
+    # batch norm without parameters keeps the Sequential on the layer-by-layer path).
     class Standardise(nn.Module):
         def __init__(self, X: np.ndarray) -> None:
             super().__init__()
@@ -198,13 +225,16 @@ def test_buffers_are_per_model() -> None:
             return x - self.mean
 
     def build(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> nn.Module:
-        return nn.Sequential(Standardise(X), nn.Linear(X.shape[1], 8), nn.BatchNorm1d(8), nn.Linear(8, n_classes))
+        return nn.Sequential(
+            Standardise(X), nn.Linear(X.shape[1], 8), nn.BatchNorm1d(8, affine=affine), nn.Linear(8, n_classes)
+        )
 
     rng = np.random.default_rng(5)
     X = rng.normal(size=(120, 4)).astype(np.float32)
     X[:60] += 5.0
     y = rng.integers(0, 2, size=120)
     masks = np.stack([np.arange(120) < 60, np.arange(120) >= 60])
+    assert (_LayerwiseEnsemble.of([build(X, y, 2, 0)]) is None) == affine
     models = train_vectorised(VectorisedSpec(build, 2, 32, 1e-2), X, y, 2, masks, [0, 0])
     for model, mask in zip(models, masks, strict=True):
         np.testing.assert_allclose(model[0].mean.numpy(), X[mask].mean(axis=0), rtol=1e-5)
