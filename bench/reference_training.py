@@ -4,9 +4,12 @@ On Purchase100-like data made here (10,000 rows of 600 binary features, 100 clas
 600-256-100 ReLU MLP trained with Adam on half of the rows (membership_plan, in_fraction 0.5) for 20
 epochs in minibatches of 128. One run measures, in this order:
 
-(a) the float32 matmul peak of this machine: best of repeated ``torch.mm`` on 2048 x 2048 matrices,
-    and, for reference, the rate of a training step's batched matrix products run alone (the most a
-    vectorised step could reach with everything else free);
+(a) the float32 matmul peak of this machine: best of repeated 2048 x 2048 products by each of the two
+    libraries in PyTorch, MKL (``torch.mm``) and oneDNN (``torch.ops.mkldnn._linear_pointwise``), the
+    peak being the faster (on AMD CPUs MKL runs its AVX2 kernels and oneDNN its AVX-512 ones, about twice
+    as fast, so ``torch.mm`` alone understates the machine); and, for reference, the rate of a training
+    step's matrix products run alone, as the vectorised trainer runs them (the most a step could reach
+    with everything else free);
 (b) a plain sequential PyTorch loop (randperm, forward, backward, ``torch.optim.Adam``), seconds per model;
 (c) the vectorised trainer with 16 models: seconds per model, achieved GFLOP/s and % of the peak;
 (d) scaling: seconds per model with 4, 16 and 64 models;
@@ -31,6 +34,7 @@ import os
 import platform
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -38,7 +42,7 @@ import torch
 from torch import nn
 
 from membershield.training.plan import membership_plan
-from membershield.training.vectorised import VectorisedSpec, train_vectorised
+from membershield.training.vectorised import VectorisedSpec, _linear_for, train_vectorised
 
 N_FEATURES = 600
 HIDDEN = 256
@@ -78,43 +82,57 @@ def flops_per_row() -> int:
     return 6 * sum(weights) - 2 * weights[0]
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
+def _best_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        torch.mm(a, b)
+        run()
         best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+    return best
+
+
+def matmul_peaks(size: int = 2048, repeats: int = 10) -> dict[str, float]:
+    """GFLOP/s of a float32 ``size``-square product by MKL (``torch.mm``) and, where built in, oneDNN."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    flops = 2 * size**3
+    peaks = {"torch.mm (MKL)": flops / _best_seconds(lambda: torch.mm(a, b), repeats) / 1e9}
+    if torch.backends.mkldnn.is_available():
+        onednn = torch.ops.mkldnn._linear_pointwise
+        seconds = _best_seconds(lambda: onednn(a, b, None, "none", [], ""), repeats)
+        peaks["oneDNN"] = flops / seconds / 1e9
+    return peaks
 
 
 def step_matmul_ceiling(models: int, batch_size: int, repeats: int = 5) -> float:
-    """GFLOP/s of one training step's batched products alone (no autograd, no optimiser, no data).
+    """GFLOP/s of one training step's matrix products alone (no autograd, no optimiser, no data).
 
-    Same shapes and memory layouts as the products the vectorised trainer runs (some operands are
-    transposed views, as autograd passes them).
+    The products the vectorised trainer runs for this MLP, one per model, with the same kernel and the
+    same operand layouts (some operands are transposed views, as the trainer passes them).
     """
     K, B = models, batch_size
+    linear = _linear_for(torch.empty(1))  # a @ w.T; every operand below is one model's
 
-    def t(*shape: int) -> torch.Tensor:  # a transposed view of a contiguous tensor
-        return torch.randn(K, shape[1], shape[0]).transpose(1, 2)
+    def r(*shape: int) -> list[torch.Tensor]:
+        return list(torch.randn(K, *shape).unbind(0))
 
-    pairs = [
-        (torch.randn(K, B, N_FEATURES), torch.randn(K, N_FEATURES, HIDDEN)),  # forward, layer 1
-        (torch.randn(K, B, HIDDEN), torch.randn(K, HIDDEN, N_CLASSES)),  # forward, layer 2
-        (t(HIDDEN, B), torch.randn(K, B, N_CLASSES)),  # weight gradient, layer 2
-        (torch.randn(K, B, N_CLASSES), t(N_CLASSES, HIDDEN)),  # input gradient, layer 2
-        (t(N_FEATURES, B), torch.randn(K, B, HIDDEN)),  # weight gradient, layer 1
+    x, h, g = r(B, N_FEATURES), r(B, HIDDEN), r(B, N_CLASSES)  # layer inputs and output gradient
+    w1, w2 = r(HIDDEN, N_FEATURES), r(N_CLASSES, HIDDEN)
+    g1_t, g_t = r(HIDDEN, B), r(N_CLASSES, B)  # output gradients, transposed into row-major as the trainer does
+    products = [
+        *((x[k], w1[k]) for k in range(K)),  # forward, layer 1
+        *((h[k], w2[k]) for k in range(K)),  # forward, layer 2
+        *((g[k], w2[k].T) for k in range(K)),  # input gradient, layer 2
+        *((g_t[k], h[k].T) for k in range(K)),  # weight gradient, layer 2
+        *((g1_t[k], x[k].T) for k in range(K)),  # weight gradient, layer 1
     ]
-    flops = sum(2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] for a, b in pairs)
-    best = math.inf
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        for a, b in pairs:
-            torch.bmm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return flops / best / 1e9
+    flops = sum(2 * a.shape[0] * a.shape[1] * w.shape[0] for a, w in products)
+
+    def step() -> None:
+        for a, w in products:
+            linear(a, w)
+
+    return flops / _best_seconds(step, repeats) / 1e9
 
 
 def sequential_loop(X: np.ndarray, y: np.ndarray, spec: VectorisedSpec, seed: int) -> nn.Module:
@@ -171,13 +189,15 @@ def main() -> None:
     train_vectorised(small, X[:512], y[:512], N_CLASSES, np.ones((2, 512), dtype=bool), seeds=[0, 1])
 
     main_plan = plans[setting.main_models]
-    peak = ceiling = 0.0
+    peaks: dict[str, float] = {}
+    ceiling = 0.0
     sequential = [math.inf] * setting.sequential_models
     vectorised = dict.fromkeys(counts, math.inf)
     rss_main = 0.0
     for repeat in range(args.repeats):
         print(f"repeat {repeat + 1}: load average {os.getloadavg()[0]:.2f} (other processes share these cores)")
-        peak = max(peak, matmul_peak())
+        for library, rate_now in matmul_peaks().items():
+            peaks[library] = max(peaks.get(library, 0.0), rate_now)
         ceiling = max(ceiling, step_matmul_ceiling(setting.main_models, setting.batch_size))
         for k in range(setting.sequential_models):
             start = time.perf_counter()
@@ -194,7 +214,10 @@ def main() -> None:
     def rate(rows: int, seconds: float) -> float:
         return rows * setting.epochs * per_row / seconds / 1e9
 
-    print(f"(a) matmul peak (torch.mm 2048 x 2048, best of 10): {peak:.1f} GFLOP/s")
+    peak = max(peaks.values())
+    by_library = ", ".join(f"{library} {value:.1f}" for library, value in peaks.items())
+    print(f"(a) matmul peak (2048 x 2048, best of 10): {peak:.1f} GFLOP/s ({by_library})")
+    mkl = peaks["torch.mm (MKL)"]
     print(
         f"    the {setting.main_models}-model step's batched products alone: {ceiling:.1f} GFLOP/s"
         f" ({100 * ceiling / peak:.0f}% of peak)"
@@ -210,7 +233,8 @@ def main() -> None:
     print(
         f"(c) vectorised, {setting.main_models} models: {vectorised[setting.main_models]:.2f} s,"
         f" {vectorised[setting.main_models] / setting.main_models:.3f} s/model, {main_rate:.1f} GFLOP/s"
-        f" ({100 * main_rate / peak:.0f}% of peak), {main_rate / seq_rate:.2f}x the sequential loop's rows per second"
+        f" ({100 * main_rate / peak:.0f}% of peak, {100 * main_rate / mkl:.0f}% of torch.mm's),"
+        f" {main_rate / seq_rate:.2f}x the sequential loop's rows per second"
     )
     print("(d) scaling:")
     first = min(counts)
