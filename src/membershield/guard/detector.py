@@ -99,8 +99,7 @@ class ProbingDetector:
 
     def throttled_for(self, key: str) -> int | None:
         """Seconds the key stays throttled, or None."""
-        with self._lock:
-            until = self._throttled.get(key)
+        until = self._throttled.get(key)  # one dict read is atomic; the lock would wait for observe()
         remaining = None if until is None else until - self.clock()
         return max(1, int(np.ceil(remaining))) if remaining is not None and remaining > 0 else None
 
