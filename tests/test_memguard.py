@@ -171,7 +171,7 @@ def _options(directory, out: str, **changes) -> CompareOptions:
         label_column="digit",
         defenses="none,memguard:budget=0.5",
         attacks=["loss", "lira"],
-        references=4,
+        references=2,
         out=str(directory / out),
         reports=False,
     )
