@@ -279,8 +279,10 @@ class HardenedRecipe:
     @property
     def defense_report(self) -> dict[str, Any]:
         inner = getattr(self.inner, "defense_report", None)
-        mine = self.reports.get(self.report_seed) if self.report_seed is not None else None
-        mine = mine or next(iter(self.reports.values()), {})
+        if self.report_seed is not None:
+            mine = self.reports.get(self.report_seed, {})
+        else:
+            mine = next(iter(self.reports.values()), {})
         report: dict[str, Any] = {
             "name": "output",
             "params": {k: v for k, v in self.policy.to_dict().items() if v not in (None, False)},
