@@ -9,9 +9,14 @@ next to the empirical lower bound the attacks establish.
 
 The judgement is one plain question per variant: did it lower LiRA's true-positive rate at 1% FPR (the
 headline of Carlini et al. 2022) against the undefended model? The answer is written out either way.
-Output-only defenses (``output:...``) change what the model reveals, not what it learned; every variant
-is then also attacked by the label-only and threshold attacks, and an output defense is never counted as
-protection, since its labels, and with them the label-only attacks' view, are unchanged.
+Output-only defenses (``output:...`` and ``memguard``) change what the model reveals, not what it
+learned; every variant is then also attacked by the label-only and threshold attacks, and an output
+defense is never counted as protection, since its labels, and with them the label-only attacks' view,
+are unchanged.
+
+Models train on the audit's backend (in-process, worker processes or Ray); the recipes pickle by
+reference to the recipe file, so every backend trains the same models for the same seed (up to float
+rounding in PyTorch's kernels).
 """
 
 from __future__ import annotations
