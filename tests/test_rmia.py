@@ -37,7 +37,7 @@ def saturated_inputs(n_references: int, seed: int = 0) -> tuple[AttackInputs, np
 
 def test_temperature_one_is_blind_on_saturated_outputs_and_calibration_finds_a_better_one() -> None:
     inputs, is_member = saturated_inputs(8)
-    temperature, _ = calibrate(inputs, gamma=1.0, online=True)
+    temperature, _ = calibrate(inputs, online=True)
     assert temperature > 1.0
     attack = create_attack("rmia")
     calibrated_auc, _ = metrics.auc_with_ci(np.asarray(attack.score(inputs))[:N_AUDIT], is_member)
@@ -62,13 +62,11 @@ def test_calibration_never_reads_the_targets_membership() -> None:
     flipped = AttackInputs(
         inputs.labels, inputs.target_logits[::-1].copy(), inputs.reference_logits, inputs.reference_in, N_AUDIT
     )
-    assert calibrate(inputs, 1.0, online=False, a_grid=(0.1, 0.5)) == calibrate(
-        flipped, 1.0, online=False, a_grid=(0.1, 0.5)
-    )
+    assert calibrate(inputs, online=False, a_grid=(0.1, 0.5)) == calibrate(flipped, online=False, a_grid=(0.1, 0.5))
 
 
 def test_too_few_references_fall_back_to_the_default_temperature() -> None:
     inputs, is_member = saturated_inputs(2)
-    assert calibrate(inputs, 1.0, online=True)[0] == DEFAULT_TEMPERATURE
+    assert calibrate(inputs, online=True)[0] == DEFAULT_TEMPERATURE
     scores = np.asarray(create_attack("rmia").score(inputs))[:N_AUDIT]
     assert metrics.auc_with_ci(scores, is_member)[0] > 0.8

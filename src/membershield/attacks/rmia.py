@@ -28,7 +28,7 @@ The z-sample is the population records when the audit has them, else the audit r
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
 from membershield.attacks.base import Attack, AttackInputs
 from membershield.errors import ConfigError
@@ -91,13 +91,18 @@ def _probabilities(logits: np.ndarray, labels: np.ndarray, temperature: float) -
     return true_class_confidence(np.asarray(logits, dtype=np.float64) / temperature, labels)
 
 
-def _tpr_at(scores: np.ndarray, is_member: np.ndarray, fpr: float) -> float:
-    false_rates, true_rates, _ = roc_curve(is_member, scores)
-    return float(true_rates[np.searchsorted(false_rates, fpr, side="right") - 1])
+def _power(scores: np.ndarray, is_member: np.ndarray) -> tuple[float, float]:
+    """``(TPR at CALIBRATION_FPR, AUC)`` of ``scores``: what calibration maximises, in that order."""
+    negatives = np.sort(scores[~is_member])
+    allowed = int(np.floor(CALIBRATION_FPR * len(negatives)))
+    # The strictest threshold that lets at most `allowed` non-members through.
+    threshold = negatives[len(negatives) - allowed - 1] if allowed < len(negatives) else -np.inf
+    tpr = float((scores[is_member] > threshold).mean())
+    return tpr, float(roc_auc_score(is_member, scores))
 
 
 def calibrate(
-    inputs: AttackInputs, gamma: float, online: bool, a_grid: np.ndarray | tuple[float, ...] = (DEFAULT_A,)
+    inputs: AttackInputs, online: bool, a_grid: np.ndarray | tuple[float, ...] = (DEFAULT_A,)
 ) -> tuple[float, float]:
     """``(temperature, a)`` that attack the first references best, with the other references as references.
 
@@ -109,7 +114,6 @@ def calibrate(
     needed = MIN_REFERENCES_ONLINE if online else MIN_REFERENCES_OFFLINE
     if n_refs < needed:
         return DEFAULT_TEMPERATURE, DEFAULT_A
-    z_rows = _z_rows(inputs)
     best, best_key = (DEFAULT_TEMPERATURE, DEFAULT_A), (-1.0, -1.0)
     for temperature in TEMPERATURE_GRID:
         probs = np.stack([_probabilities(lg, inputs.labels, temperature) for lg in inputs.reference_logits])
@@ -126,9 +130,12 @@ def calibrate(
                     marginal = _offline_marginal(probs[others], ~ref_in, float(a))
                 if proxy_in[usable].all() or not proxy_in[usable].any():
                     continue
-                scores = rmia_scores(probs[proxy], marginal, z_rows, gamma)[usable]
-                tprs.append(_tpr_at(scores, proxy_in[usable], CALIBRATION_FPR))
-                aucs.append(roc_auc_score(proxy_in[usable], scores))
+                # RMIA's score orders records as their ratio Pr(x|θ)/Pr(x) does (the z-sample is the same
+                # for all), so the ratio alone decides TPR and AUC: no need to count z-samples here.
+                ratio = probs[proxy] / np.maximum(marginal, 1e-300)
+                tpr, auc = _power(ratio[usable], proxy_in[usable])
+                tprs.append(tpr)
+                aucs.append(auc)
             if tprs and (float(np.mean(tprs)), float(np.mean(aucs))) > best_key:
                 best, best_key = (temperature, float(a)), (float(np.mean(tprs)), float(np.mean(aucs)))
     return best
@@ -148,7 +155,7 @@ class RmiaOnline(Attack):
         return {"gamma": self.gamma, "temperature": self.temperature}
 
     def score(self, inputs: AttackInputs) -> np.ndarray:
-        self.temperature, _ = calibrate(inputs, self.gamma, online=True)
+        self.temperature, _ = calibrate(inputs, online=True)
         ref_prob = np.stack([_probabilities(lg, inputs.labels, self.temperature) for lg in inputs.reference_logits])
         target_prob = _probabilities(inputs.target_logits, inputs.labels, self.temperature)
         return rmia_scores(target_prob, _online_marginal(ref_prob, inputs.reference_in), _z_rows(inputs), self.gamma)
@@ -172,7 +179,7 @@ class RmiaOffline(Attack):
         out_mask = ~inputs.reference_in
         if not out_mask.any():
             raise ConfigError("rmia-offline needs reference models that did not train on the records")
-        self.temperature, self.a = calibrate(inputs, self.gamma, online=False, a_grid=A_GRID)
+        self.temperature, self.a = calibrate(inputs, online=False, a_grid=A_GRID)
         ref_prob = np.stack([_probabilities(lg, inputs.labels, self.temperature) for lg in inputs.reference_logits])
         target_prob = _probabilities(inputs.target_logits, inputs.labels, self.temperature)
         marginal = _offline_marginal(ref_prob, out_mask, self.a)
