@@ -629,7 +629,8 @@ def guard(
     config = guard_config(model, upstream, load_policy(policy), store=store, model_name=model_name)
     application = create_app(config)
     console.print(f"guarding '{config.model_name}' on http://{host}:{port} (dashboard: /?key=ADMIN_KEY)", markup=False)
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    # "auto" picks uvloop and httptools (dependencies); requests are logged to the store, not to stdout
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 
 keys_app = typer.Typer(help="API keys of the guard service.", no_args_is_help=True)

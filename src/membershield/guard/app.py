@@ -9,6 +9,7 @@ written at once.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import sqlite3
@@ -19,13 +20,15 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
 import pandas as pd
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,31 +46,87 @@ from membershield.store import GuardKey, GuardRequestRow, Store, StoreError, ope
 from membershield.targets.base import Target
 from membershield.targets.sklearn import SklearnTarget
 
-PREDICT_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
+FLOAT_MAX = 1.7976931348623157e308
+ERROR_BODY = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "description": "What was wrong, in one line."}},
+}
+ERRORS = {
+    "400": "The body is not valid JSON.",
+    "401": "No API key, or an unknown one.",
+    "403": "The key is not an admin key.",
+    "413": "The body is over [server] max_body_bytes.",
+    "422": "The body is valid JSON but not valid input (the message says which record and why).",
+    "429": "Rate limit, daily budget or probing throttle reached; Retry-After says when to try again.",
+    "502": "The upstream model endpoint is down or answered something unusable.",
+    "503": "The store that holds the API keys cannot be read.",
+}
+BEARER = [{"bearer": []}]
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    # fresh copies: FastAPI edits the response objects it is given while it builds the schema
+    return {
+        code: {"description": ERRORS[code], "content": {"application/json": {"schema": copy.deepcopy(ERROR_BODY)}}}
+        for code in codes
+    }
+
+
+def _predict_openapi(columns: list[str] | None, n_features: int | None, max_body_bytes: int) -> dict[str, Any]:
+    """The OpenAPI of ``POST /v1/predict``, with the model's feature count and column names when known, so a
+    client (or a fuzzer) generated from it sends records the model can score."""
+    number = {"type": "number", "minimum": -FLOAT_MAX, "maximum": FLOAT_MAX}
+    as_list: dict[str, Any] = {"type": "array", "items": number, "minItems": 1}
+    if n_features is not None:
+        as_list.update(minItems=n_features, maxItems=n_features)
+    if columns:
+        record: dict[str, Any] = {
+            "oneOf": [
+                as_list,
+                {
                     "type": "object",
-                    "required": ["records"],
-                    "properties": {
-                        "records": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {
-                                "oneOf": [
-                                    {"type": "array", "items": {"type": "number"}},
-                                    {"type": "object", "additionalProperties": {"type": "number"}},
-                                ]
-                            },
-                        }
-                    },
-                }
-            }
+                    "required": list(columns),
+                    "properties": {c: number for c in columns},
+                    "additionalProperties": False,
+                },
+            ]
+        }
+    else:
+        record = as_list
+    prediction = {
+        "type": "object",
+        "properties": {
+            "label": {"description": "The model's label (hardening never changes it)."},
+            "probabilities": {"type": "array", "items": {"type": "number"}},
+            "text": {"type": "string", "description": "Text output, personal data redacted (upstream mode)."},
         },
     }
-}
+    answer = {
+        "type": "object",
+        "required": ["predictions"],
+        "properties": {"predictions": {"type": "array", "items": prediction}, "classes": {"type": "array"}},
+    }
+    return {
+        "security": BEARER,
+        "requestBody": {
+            "required": True,
+            "description": f"At most {max_body_bytes} bytes.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["records"],
+                        "properties": {"records": {"type": "array", "minItems": 1, "items": record}},
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {"description": "Hardened predictions.", "content": {"application/json": {"schema": answer}}},
+        },
+    }
 
 
 def hash_key(key: str) -> str:
@@ -428,6 +487,16 @@ class GuardService:
             proba = self._probabilities(matrix)
         except MembershieldError as exc:
             raise GuardError(422, str(exc), "invalid_input") from exc
+        finite = np.isfinite(proba).all(axis=1)
+        if not finite.all():
+            # features far outside what the model was trained on overflow its arithmetic; a NaN row would
+            # otherwise come back as class 0 with null probabilities
+            raise GuardError(
+                422,
+                f"the model cannot score record {int(np.argmin(finite))}: its output is not finite"
+                " (features far outside the model's range?)",
+                "invalid_input",
+            )
         classes = np.asarray(target.classes)
         labels = classes[proba.argmax(axis=1)].tolist()
         hardened = self._harden(proba)
@@ -597,11 +666,27 @@ def create_app(config: GuardConfig) -> FastAPI:
     app.state.service = service
     app.add_middleware(_Observe, service=service)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {"type": "http", "scheme": "bearer", "description": "membershield keys create NAME"}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
     @app.exception_handler(GuardError)
     async def _guard_error(request: Request, exc: GuardError) -> Response:
         service.m_rejections.labels(reason=exc.reason).inc()
         request.state.detail = exc.message
         return _json({"error": exc.message}, exc.status, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_parameter(request: Request, exc: RequestValidationError) -> Response:
+        problem = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in problem.get("loc", ()))
+        return await _guard_error(request, GuardError(422, f"{where}: {problem.get('msg')}", "invalid_input"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -612,7 +697,11 @@ def create_app(config: GuardConfig) -> FastAPI:
         if alerts:
             await run_in_threadpool(service.record_alerts, alerts)
 
-    @app.post("/v1/predict", openapi_extra=PREDICT_SCHEMA)
+    @app.post(
+        "/v1/predict",
+        openapi_extra=_predict_openapi(config.columns, config.n_features, config.policy.server.max_body_bytes),
+        responses=_errors("400", "401", "413", "422", "429", "502", "503"),
+    )
     async def predict(request: Request) -> Response:
         """Hardened predictions for ``{"records": [...]}`` (lists in the model's column order, or objects)."""
         key = service.authenticate(request)
@@ -629,28 +718,33 @@ def create_app(config: GuardConfig) -> FastAPI:
         await detect(key, matrix)
         return _json(answer)
 
-    @app.get("/v1/alerts")
-    def list_alerts(request: Request, limit: int = 100) -> dict[str, Any]:
+    @app.get("/v1/alerts", openapi_extra={"security": BEARER}, responses=_errors("401", "403", "422", "503"))
+    def list_alerts(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """Recent probing alerts, newest first (admin keys only)."""
         key = service.authenticate(request)
         if not key.admin:
             raise GuardError(403, f"key '{key.name}' is not an admin key", "forbidden")
-        return {"alerts": service.store.alerts(limit=max(1, min(limit, 1000)))}
+        return {"alerts": service.store.alerts(limit=limit)}
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": config.model_name, "mode": "upstream" if config.upstream else "local"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", response_class=HTMLResponse)
-    def dashboard(request: Request) -> HTMLResponse:
+    @app.get(
+        "/", response_class=HTMLResponse, openapi_extra={"security": BEARER}, responses=_errors("401", "403", "503")
+    )
+    def dashboard(
+        request: Request,
+        key: Annotated[str | None, Query(description="An admin key, for a browser's address bar.")] = None,
+    ) -> HTMLResponse:
         """Audit history, live alerts and top keys (admin key as Bearer or ``?key=``)."""
-        key = service.authenticate(request, allow_query=True)
-        if not key.admin:
-            raise GuardError(403, f"key '{key.name}' is not an admin key", "forbidden")
+        caller = service.authenticate(request, allow_query=True)
+        if not caller.admin:
+            raise GuardError(403, f"key '{caller.name}' is not an admin key", "forbidden")
         service.log.flush()
         return HTMLResponse(render_dashboard(service))
 

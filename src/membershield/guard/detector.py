@@ -39,9 +39,10 @@ _TINY = 1e-12
 
 def relative_l2(history: np.ndarray, norms: np.ndarray, record: np.ndarray) -> np.ndarray:
     """Relative L2 distance of ``record`` to each row of ``history`` (whose L2 norms are ``norms``)."""
-    diff = np.linalg.norm(history - record, axis=1)
-    scale = 0.5 * (norms + np.linalg.norm(record))
-    return np.where(scale > _TINY, diff / np.maximum(scale, _TINY), np.where(diff > _TINY, np.inf, 0.0))
+    with np.errstate(over="ignore", invalid="ignore"):  # features near the float limit: inf/NaN, not alerts
+        diff = np.linalg.norm(history - record, axis=1)
+        scale = 0.5 * (norms + np.linalg.norm(record))
+        return np.where(scale > _TINY, diff / np.maximum(scale, _TINY), np.where(diff > _TINY, np.inf, 0.0))
 
 
 def relative_linf(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,7 +81,8 @@ class _KeyState:
 
     def add(self, record: np.ndarray, now: float) -> None:
         self.history[self.pos] = record
-        self.norms[self.pos] = np.linalg.norm(record)
+        with np.errstate(over="ignore"):
+            self.norms[self.pos] = np.linalg.norm(record)
         self.times[self.pos] = now
         self.pos = (self.pos + 1) % self.window
         self.size = min(self.size + 1, self.window)
