@@ -17,10 +17,10 @@ answer is then changed in two phases:
   the noise moves the confidence vector and ε the budget, so the expected distortion of every answer is
   at most ε.
 
-Two choices differ from the paper. The coin of Phase II is a keyed hash of the query's logits, not a
-fresh draw: the same query always gets the same answer, so an attacker cannot average repeated queries
-back to the unperturbed vector. And g is a logistic regression on one summary of the sorted confidence
-vector rather than a network on all of it (see :class:`DefenseClassifier` for why).
+Two choices differ from the paper. The coin of Phase II is a keyed hash of the query, not a fresh
+draw: the same query always gets the same answer, so an attacker cannot average repeated queries back to
+the unperturbed vector. And g is a logistic regression on one summary of the sorted confidence vector
+rather than a network on all of it (see :class:`DefenseClassifier` for why).
 
 For a recipe, g is learned from a shadow model (:func:`memguard_from_recipe`); for a deployed model,
 from its outputs on records the defender knows (:func:`fit_memguard`).
@@ -168,10 +168,15 @@ class Perturbation:
     member_after: np.ndarray  # g on the answered one
 
 
-def _coins(logits: np.ndarray, seed: int) -> np.ndarray:
+def query_keys(features: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per query row, the same in every process (pandas hashes with a fixed key)."""
+    return pd.util.hash_pandas_object(features, index=False).to_numpy(dtype=np.uint64)
+
+
+def _coins(rows: np.ndarray, seed: int) -> np.ndarray:
     """A uniform number in [0, 1) per row, a keyed hash of the row's bytes: the same query, the same coin."""
     key = int(seed).to_bytes(16, "little", signed=True)
-    rows = np.ascontiguousarray(logits, dtype=np.float64)
+    rows = np.ascontiguousarray(rows)
     digests = (hashlib.blake2b(row.tobytes(), digest_size=8, key=key).digest() for row in rows)
     return np.fromiter((int.from_bytes(d, "little") / 2.0**64 for d in digests), dtype=np.float64, count=len(rows))
 
@@ -251,8 +256,13 @@ class MemGuard:
         # The midpoint, not the crossed end: where an answer lands must not tell from which side it came.
         return torch.where(crossed[:, None], ((low + high) / 2)[:, None] * noise, noise)
 
-    def perturb(self, logits: np.ndarray) -> Perturbation:
-        """Phases I and II on a query's logits ``(n, C)``."""
+    def perturb(self, logits: np.ndarray, keys: np.ndarray | None = None) -> Perturbation:
+        """Phases I and II on a query's logits ``(n, C)``.
+
+        ``keys`` (one per row, e.g. :func:`query_keys` of the queried features) choose Phase II's coins;
+        without them the logits do. Keys from the query itself give the same coins wherever the model
+        runs, whereas logits that differ in their last bit between two machines would draw new coins.
+        """
         z = np.asarray(logits, dtype=np.float64)
         noise = self.search(z)
         with torch.no_grad():
@@ -263,15 +273,16 @@ class MemGuard:
         distortion = np.abs(noisy_np - true_np).sum(axis=1)
         budget = self.settings.budget
         probability = np.where(distortion > budget, budget / np.maximum(distortion, 1e-300), 1.0)
-        applied = (_coins(z, self.seed) < probability) & (distortion > 0)
+        coins = _coins(z if keys is None else np.asarray(keys).reshape(len(z), -1), self.seed)
+        applied = (coins < probability) & (distortion > 0)
         answer = np.where(applied[:, None], noisy_np, true_np)
         with torch.no_grad():
             after = torch.sigmoid(self.classifier(torch.from_numpy(np.where(applied[:, None], z + noise, z)))).numpy()
         return Perturbation(answer, noisy_np, distortion, probability, applied, before, after)
 
-    def __call__(self, logits: np.ndarray) -> np.ndarray:
+    def __call__(self, logits: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
         """The answered probabilities ``(n, C)`` for logits ``(n, C)``; every row keeps its arg-max."""
-        return self.perturb(logits).proba
+        return self.perturb(logits, keys).proba
 
 
 def fit_memguard(

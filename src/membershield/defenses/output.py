@@ -144,7 +144,12 @@ class HardenedTarget:
 
     def logits(self, features: pd.DataFrame) -> np.ndarray:
         raw = np.asarray(self.inner.logits(features), dtype=np.float64)
-        proba = self.memguard(raw) if self.memguard is not None else softmax(raw, axis=1)
+        if self.memguard is not None:
+            from membershield.defenses.memguard import query_keys  # imports torch: only when MemGuard is used
+
+            proba = self.memguard(raw, query_keys(features))
+        else:
+            proba = softmax(raw, axis=1)
         hardened = harden(proba, self.policy, self._rng)
         with np.errstate(divide="ignore"):
             # Zeroed classes get the same floor as classes a model never saw (see targets.base.LOG_FLOOR).
