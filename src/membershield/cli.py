@@ -603,7 +603,10 @@ def compare(
 @app.command()
 def guard(
     model: Annotated[
-        str | None, typer.Option(help="Fitted .joblib/.pkl classifier to serve (with --upstream: checks shapes).")
+        str | None,
+        typer.Option(
+            help="Fitted .joblib/.pkl classifier (with --upstream: checks shapes) or language model directory."
+        ),
     ] = None,
     upstream: Annotated[
         str | None, typer.Option(help="JSON endpoint to forward to instead of scoring locally (same shapes).")
@@ -619,14 +622,20 @@ def guard(
     model_name: Annotated[
         str | None, typer.Option(help="Model name in the history (default: the model file's stem).")
     ] = None,
+    text: Annotated[
+        bool, typer.Option(help="The --upstream generates text: serve POST /v1/generate with PII redaction.")
+    ] = False,
 ) -> None:
-    """Serve a model behind API keys, output hardening, rate limits, probing detection and PII redaction."""
+    """Serve a model behind API keys, output hardening, rate limits, probing detection and PII redaction.
+
+    --model takes a fitted classifier file (POST /v1/predict) or a causal language model directory written
+    by save_pretrained (POST /v1/generate)."""
     import uvicorn
 
     from membershield.guard.app import create_app, guard_config
     from membershield.guard.policy import load_policy
 
-    config = guard_config(model, upstream, load_policy(policy), store=store, model_name=model_name)
+    config = guard_config(model, upstream, load_policy(policy), store=store, model_name=model_name, text=text)
     application = create_app(config)
     console.print(f"guarding '{config.model_name}' on http://{host}:{port} (dashboard: /?key=ADMIN_KEY)", markup=False)
     # "auto" picks uvloop and httptools (dependencies); requests are logged to the store, not to stdout

@@ -1,6 +1,7 @@
 """The guard service: ``create_app(config)`` builds the FastAPI application.
 
-Endpoints: ``POST /v1/predict`` (hardened predictions), ``GET /v1/alerts`` (admin keys), ``GET /metrics``
+Endpoints: ``POST /v1/predict`` (hardened predictions; ``POST /v1/generate``, redacted text, for a text
+model instead), ``GET /v1/alerts`` (admin keys), ``GET /metrics``
 (Prometheus text format), ``GET /healthz`` and ``GET /`` (dashboard, admin keys). Every ``/v1`` call needs
 ``Authorization: Bearer KEY``; the dashboard also takes ``?key=KEY`` so it opens from a browser's address
 bar. Every request is logged to the store by a background writer that is drained on shutdown; alerts are
@@ -39,7 +40,7 @@ from membershield.defenses.output import harden
 from membershield.errors import MembershieldError
 from membershield.guard.detector import ProbingDetector
 from membershield.guard.limits import RateLimiter
-from membershield.guard.pii import redact
+from membershield.guard.pii import presidio_analyzer, redact
 from membershield.guard.policy import GuardPolicy
 from membershield.guard.upstream import UpstreamClient, UpstreamError
 from membershield.store import GuardKey, GuardRequestRow, Store, StoreError, open_store
@@ -129,6 +130,64 @@ def _predict_openapi(columns: list[str] | None, n_features: int | None, max_body
     }
 
 
+def _generate_openapi(max_new_tokens: int) -> dict[str, Any]:
+    request = {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {
+            "prompt": {"type": "string", "minLength": 1},
+            "max_new_tokens": {"type": "integer", "minimum": 1, "maximum": max_new_tokens, "default": 64},
+        },
+        "additionalProperties": False,
+    }
+    answer = {
+        "type": "object",
+        "required": ["text", "redacted"],
+        "properties": {
+            "text": {"type": "string", "description": "The generated text, personal data replaced by [KIND]."},
+            "redacted": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    }
+    return {
+        "security": BEARER,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+        "responses": {
+            "200": {"description": "Generated text, redacted.", "content": {"application/json": {"schema": answer}}}
+        },
+    }
+
+
+def _generate_request(payload: Any, max_new_tokens: int) -> tuple[str, int]:
+    """The prompt and token count of a generate request."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("prompt"), str):
+        raise GuardError(422, 'the body must be a JSON object {"prompt": "...", "max_new_tokens": N}', "invalid_input")
+    unknown = sorted(set(payload) - {"prompt", "max_new_tokens"})
+    if unknown:
+        raise GuardError(
+            422, f"unknown field '{unknown[0]}' in the body (accepted: 'prompt', 'max_new_tokens')", "invalid_input"
+        )
+    if not payload["prompt"]:
+        raise GuardError(422, "'prompt' must not be empty", "invalid_input")
+    count = payload.get("max_new_tokens", min(64, max_new_tokens))
+    if type(count) is not int or not 1 <= count <= max_new_tokens:
+        raise GuardError(
+            422, f"'max_new_tokens' must be an integer from 1 to {max_new_tokens}, got {_short(count)}", "invalid_input"
+        )
+    return payload["prompt"], count
+
+
+def _upstream_text(answer: Any) -> str | None:
+    """The generated text of an upstream answer: ``{"text": ...}``, ``{"generated_text": ...}`` or a list of
+    the latter (as Hugging Face inference servers answer)."""
+    if isinstance(answer, list) and answer:
+        answer = answer[0]
+    if isinstance(answer, dict):
+        for field_name in ("text", "generated_text"):
+            if isinstance(answer.get(field_name), str):
+                return answer[field_name]
+    return None
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -153,6 +212,8 @@ class GuardConfig:
     store: str | None = None
     columns: list[str] | None = None  # the model's feature columns, in order
     n_features: int | None = None
+    language_model: Any | None = None  # a membershield.text.model.LanguageModel generating locally
+    text: bool = False  # the model produces text: POST /v1/generate instead of /v1/predict
     clock: Callable[[], float] = field(default=time.time)
     seed: int = 0
 
@@ -387,6 +448,10 @@ class GuardService:
             and target.columns is None
             and np.array_equal(np.asarray(getattr(target.estimator, "classes_", [])), target.classes)
         )
+        self.generation_lock = threading.Lock()
+        # Presidio (with an installed spaCy model) adds names and places to the validators' findings;
+        # built once, and only where text can come out of the service
+        self.analyzer = presidio_analyzer() if config.text or config.upstream else None
         self.upstream = (
             UpstreamClient(config.upstream, config.policy.server.upstream_timeout_seconds) if config.upstream else None
         )
@@ -547,15 +612,58 @@ class GuardService:
             if hardened is not None and not label_only:
                 entry["probabilities"] = hardened[i]
             if isinstance(prediction.get("text"), str):
-                entry["text"] = self.redact(prediction["text"])
+                entry["text"] = self.redact(prediction["text"])[0]
             out.append(entry)
         return {"predictions": out}
 
-    def redact(self, text: str) -> str:
-        redacted, counts = redact(text)
+    def redact(self, text: str) -> tuple[str, dict[str, int]]:
+        redacted, counts = redact(text, self.analyzer)
         for kind, n in counts.items():
             self.m_redactions.labels(kind=kind).inc(n)
-        return redacted
+        return redacted, dict(counts)
+
+    def generate_local(self, prompt: str, max_new_tokens: int) -> str:
+        """Greedy continuation of ``prompt`` by the local language model (deterministic, so an answer cannot
+        be averaged over repeated queries)."""
+        import torch
+
+        lm = self.config.language_model
+        ids = lm.encode([prompt])[0]
+        if len(ids) + max_new_tokens > lm.max_positions:
+            raise GuardError(
+                422,
+                f"the prompt has {len(ids)} tokens; with max_new_tokens={max_new_tokens} that is over the model's"
+                f" {lm.max_positions} positions",
+                "invalid_input",
+            )
+        tokenizer = lm.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        inputs = torch.tensor([ids], device=lm.device)
+        with self.generation_lock, torch.no_grad():
+            output = lm.model.generate(
+                inputs,
+                attention_mask=torch.ones_like(inputs),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+            )
+        return tokenizer.decode(output[0, len(ids) :].tolist(), skip_special_tokens=True)
+
+    async def generate_upstream(self, prompt: str, max_new_tokens: int) -> str:
+        url = self.config.upstream
+        try:
+            status, body = await self.upstream.post(orjson.dumps({"prompt": prompt, "max_new_tokens": max_new_tokens}))
+        except UpstreamError as exc:
+            raise GuardError(502, f"upstream {url} is unreachable: {exc}".splitlines()[0], "upstream_error") from exc
+        if status != 200:
+            raise GuardError(502, f"upstream {url} answered HTTP {status}", "upstream_error")
+        try:
+            text = _upstream_text(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            text = None
+        if text is None:
+            raise GuardError(502, f"upstream {url} answered something other than {{'text': '...'}}", "upstream_error")
+        return text
 
     def record_alerts(self, alerts: list) -> list[dict[str, Any]]:
         written = []
@@ -647,7 +755,7 @@ def create_app(config: GuardConfig) -> FastAPI:
     """The guard application; the store is opened (and migrated) here and closed on shutdown."""
     from membershield.guard.dashboard import render_dashboard
 
-    if config.target is None and not config.upstream:
+    if config.target is None and config.language_model is None and not config.upstream:
         raise MembershieldError("the guard needs a fitted model (--model) or an --upstream URL to forward to")
     service = GuardService(config)
 
@@ -697,11 +805,24 @@ def create_app(config: GuardConfig) -> FastAPI:
         if alerts:
             await run_in_threadpool(service.record_alerts, alerts)
 
-    @app.post(
-        "/v1/predict",
-        openapi_extra=_predict_openapi(config.columns, config.n_features, config.policy.server.max_body_bytes),
-        responses=_errors("400", "401", "413", "422", "429", "502", "503"),
-    )
+    max_new_tokens = config.policy.server.max_new_tokens
+
+    async def generate(request: Request) -> Response:
+        """Text generated for ``{"prompt": ..., "max_new_tokens": N}``, personal data redacted before it leaves."""
+        key = service.authenticate(request)
+        service.admit(key)
+        payload = _parse_json(await _read_body(request, config.policy.server.max_body_bytes))
+        prompt, count = _generate_request(payload, max_new_tokens)
+        service.spend(key, 1)
+        if service.upstream is not None:
+            text = await service.generate_upstream(prompt, count)
+        else:
+            text = await run_in_threadpool(service.generate_local, prompt, count)
+        request.state.n_records = 1
+        service.m_records.inc()
+        redacted, counts = await run_in_threadpool(service.redact, text)
+        return _json({"text": redacted, "redacted": counts})
+
     async def predict(request: Request) -> Response:
         """Hardened predictions for ``{"records": [...]}`` (lists in the model's column order, or objects)."""
         key = service.authenticate(request)
@@ -717,6 +838,20 @@ def create_app(config: GuardConfig) -> FastAPI:
         service.m_records.inc(len(matrix))
         await detect(key, matrix)
         return _json(answer)
+
+    # one model, one kind of output: a text model answers /v1/generate, a classifier /v1/predict
+    if config.text:
+        app.post(
+            "/v1/generate",
+            openapi_extra=_generate_openapi(max_new_tokens),
+            responses=_errors("400", "401", "413", "422", "429", "502", "503"),
+        )(generate)
+    else:
+        app.post(
+            "/v1/predict",
+            openapi_extra=_predict_openapi(config.columns, config.n_features, config.policy.server.max_body_bytes),
+            responses=_errors("400", "401", "413", "422", "429", "502", "503"),
+        )(predict)
 
     @app.get("/v1/alerts", openapi_extra={"security": BEARER}, responses=_errors("401", "403", "422", "503"))
     def list_alerts(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
@@ -751,7 +886,7 @@ def create_app(config: GuardConfig) -> FastAPI:
     return app
 
 
-KNOWN_PATHS = {"/v1/predict", "/v1/alerts", "/healthz", "/metrics", "/"}
+KNOWN_PATHS = {"/v1/predict", "/v1/generate", "/v1/alerts", "/healthz", "/metrics", "/"}
 
 
 def guard_config(
@@ -760,18 +895,32 @@ def guard_config(
     policy: GuardPolicy,
     store: str | None = None,
     model_name: str | None = None,
+    text: bool = False,
 ) -> GuardConfig:
     """Resolve ``--model`` / ``--upstream``: a fitted model file scores locally (and, with ``--upstream``,
-    only checks the records' shape); a recipe cannot serve predictions."""
+    only checks the records' shape); a model directory (``save_pretrained``) is a causal language model that
+    generates locally; ``text`` says an upstream generates text. A recipe cannot serve predictions."""
     from pathlib import Path
 
     from membershield.errors import ConfigError, ModelLoadError
     from membershield.targets.loading import load_model
 
     if not model and not upstream:
-        raise ConfigError("give --model (a fitted .joblib/.pkl classifier) or --upstream URL")
+        raise ConfigError(
+            "give --model (a fitted .joblib/.pkl classifier or a language model directory) or --upstream URL"
+        )
     if upstream and not upstream.startswith(("http://", "https://")):
         raise ConfigError(f"--upstream must be an http:// or https:// URL, got '{upstream}'")
+    name = model_name or (Path(model.rstrip("/")).stem if model else "upstream")
+    if model and Path(model).is_dir():
+        if upstream:
+            raise ConfigError("give either a language model directory (--model) or --upstream URL, not both")
+        from membershield.text.model import load_language_model
+
+        language_model = load_language_model(model)
+        return GuardConfig(policy=policy, model_name=name, store=store, language_model=language_model, text=True)
+    if text and not upstream:
+        raise ConfigError("--text needs --upstream URL or a language model directory as --model")
     target = columns = n_features = None
     if model and (".py:" in model or Path(model).exists() or not upstream):
         if ".py:" in model:
@@ -783,7 +932,6 @@ def guard_config(
         target = loaded.target
         columns = getattr(target, "columns", None)
         n_features = len(columns) if columns else getattr(getattr(target, "estimator", None), "n_features_in_", None)
-    name = model_name or (Path(model).stem if model else "upstream")
     return GuardConfig(
         policy=policy,
         model_name=name,
@@ -792,4 +940,5 @@ def guard_config(
         store=store,
         columns=list(columns) if columns else None,
         n_features=n_features,
+        text=text,
     )

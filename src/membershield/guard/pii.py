@@ -3,6 +3,8 @@ security numbers, IBANs (ISO 13616 mod-97) and IP addresses.
 
 Every function is pure. Candidates are found with patterns and then validated (checksums, ranges), so a
 16-digit order number that fails the Luhn check is left alone while a real card number is redacted.
+Where Presidio's analyzer is installed together with a spaCy English model, its findings (names,
+locations and the like, which patterns cannot find) are redacted as well; these validators always run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import ipaddress
 import re
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 # -- validators ------------------------------------------------------------------------------------
 
@@ -115,10 +118,55 @@ def find_pii(text: str) -> list[tuple[str, int, int]]:
     return sorted(taken, key=lambda span: span[1])
 
 
-def redact(text: str) -> tuple[str, Counter[str]]:
-    """``text`` with every span of :func:`find_pii` replaced by ``[KIND]``, and the count of each kind."""
+PRESIDIO_MIN_SCORE = 0.5
+SPACY_MODELS = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")
+
+
+def presidio_analyzer() -> Any | None:
+    """Presidio's ``AnalyzerEngine`` on an installed spaCy English model, or None when either is missing.
+
+    Presidio's default configuration downloads ``en_core_web_lg`` when it is absent; the engine is built
+    here on a model that is already installed, so nothing is ever fetched at run time.
+    """
+    from importlib.util import find_spec
+
+    if find_spec("presidio_analyzer") is None or find_spec("spacy") is None:
+        return None
+    import spacy.util
+
+    model = next((name for name in SPACY_MODELS if spacy.util.is_package(name)), None)
+    if model is None:
+        return None
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    nlp = NlpEngineProvider(
+        nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": model}]}
+    ).create_engine()
+    return AnalyzerEngine(nlp_engine=nlp, supported_languages=["en"])
+
+
+def _with_analyzer(text: str, spans: list[tuple[str, int, int]], analyzer: Any) -> list[tuple[str, int, int]]:
+    """``spans`` plus the analyzer's confident findings that overlap none of them (most confident first)."""
+    taken = list(spans)
+    found = sorted(analyzer.analyze(text=text, language="en"), key=lambda r: -r.score)
+    for result in found:
+        if result.score < PRESIDIO_MIN_SCORE:
+            continue
+        if any(result.start < e and s < result.end for _, s, e in taken):
+            continue
+        taken.append((result.entity_type, result.start, result.end))
+    return sorted(taken, key=lambda span: span[1])
+
+
+def redact(text: str, analyzer: Any | None = None) -> tuple[str, Counter[str]]:
+    """``text`` with every span of :func:`find_pii` (and of ``analyzer``, a Presidio ``AnalyzerEngine``, when
+    given) replaced by ``[KIND]``, and the count of each kind."""
+    spans = find_pii(text)
+    if analyzer is not None:
+        spans = _with_analyzer(text, spans, analyzer)
     out, last, counts = [], 0, Counter()
-    for kind, start, end in find_pii(text):
+    for kind, start, end in spans:
         out.append(text[last:start])
         out.append(f"[{kind}]")
         last = end

@@ -43,6 +43,7 @@ class DetectorConfig:
 class ServerConfig:
     max_body_bytes: int = 1 << 20
     upstream_timeout_seconds: float = 10.0
+    max_new_tokens: int = 256  # the most tokens one POST /v1/generate may ask for
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,15 @@ def _check_value(where: str, name: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{where}: {name} must be an integer, got {value!r}")
         if (
             name
-            in ("requests_per_minute", "daily_query_budget", "window", "near_count", "sweep_count", "max_body_bytes")
+            in (
+                "requests_per_minute",
+                "daily_query_budget",
+                "window",
+                "near_count",
+                "sweep_count",
+                "max_body_bytes",
+                "max_new_tokens",
+            )
             and value < 1
         ):
             raise ConfigError(f"{where}: {name} must be 1 or more, got {value}")
