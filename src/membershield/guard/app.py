@@ -11,6 +11,7 @@ written at once.
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import json
 import sqlite3
@@ -761,6 +762,11 @@ def create_app(config: GuardConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        # The libraries and the model loaded by now are some 300,000 objects that live as long as the
+        # process; a full collection walks them all (about 0.2 s here), which would land on whichever
+        # request is in flight. Frozen, they are left out of every later collection.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
