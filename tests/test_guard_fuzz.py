@@ -8,7 +8,12 @@ documented 422, so the check that every schema-valid request is accepted is left
 
 from __future__ import annotations
 
+import json
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import joblib
 import pytest
@@ -31,21 +36,50 @@ from tests.guard_server import serving
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
-@pytest.mark.parametrize("columns", [False, True], ids=["array-model", "named-columns"])
-def test_fuzzing_the_openapi_schema_finds_no_server_error(tmp_path, columns):
+class _TextUpstream(BaseHTTPRequestHandler):
+    def do_POST(self):
+        prompt = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["prompt"]
+        body = json.dumps({"text": f"{prompt} - reach me at ops@example.org"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def _text_upstream() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TextUpstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/generate"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["array-model", "named-columns", "text-upstream"])
+def test_fuzzing_the_openapi_schema_finds_no_server_error(tmp_path, kind):
     X, y = load_iris(return_X_y=True, as_frame=True)
-    model = LogisticRegression(max_iter=500).fit(X if columns else X.to_numpy(), y)
+    model = LogisticRegression(max_iter=500).fit(X if kind == "named-columns" else X.to_numpy(), y)
     joblib.dump(model, tmp_path / "iris.joblib")
     store = str(tmp_path / "guard.db")
     with open_store(store) as opened:
         admin = issue_key(opened, "ops", admin=True)
     policy = policy_from_dict({"limits": {"requests_per_minute": 1_000_000}, "output": {"clip_top1": 0.9}})
-    config = guard_config(str(tmp_path / "iris.joblib"), None, policy, store)
     headers = {"Authorization": f"Bearer {admin}"}
-    with serving(create_app(config)) as url:
+    endpoint = "POST /v1/generate" if kind == "text-upstream" else "POST /v1/predict"
+    with ExitStack() as stack:
+        if kind == "text-upstream":
+            config = guard_config(None, stack.enter_context(_text_upstream()), policy, store, text=True)
+        else:
+            config = guard_config(str(tmp_path / "iris.joblib"), None, policy, store)
+        url = stack.enter_context(serving(create_app(config)))
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert {op.label for op in operations} >= {"POST /v1/predict", "GET /v1/alerts", "GET /", "GET /metrics"}
+        assert {op.label for op in operations} >= {endpoint, "GET /v1/alerts", "GET /", "GET /metrics"}
         for operation in operations:
 
             @given(case=operation.as_strategy())
