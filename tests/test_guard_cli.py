@@ -45,6 +45,12 @@ def test_guard_rejects_unknown_policy_keys_and_recipes(tmp_path, monkeypatch, ca
     assert_one_line_error(code, err, "training recipe, which cannot serve predictions")
     code, _, err = run_cli(monkeypatch, capsys, "guard")
     assert_one_line_error(code, err, "--model")
+    code, _, err = run_cli(monkeypatch, capsys, "guard", "--text", "--model", f"{recipe}:recipe")
+    assert_one_line_error(code, err, "--text needs --upstream URL or a language model directory")
+    code, _, err = run_cli(monkeypatch, capsys, "guard", "--model", str(tmp_path), "--upstream", "http://127.0.0.1:9/x")
+    assert_one_line_error(code, err, "not both")
+    code, _, err = run_cli(monkeypatch, capsys, "guard", "--model", str(tmp_path))
+    assert_one_line_error(code, err, "no config.json")
 
 
 def test_guard_command_serves_until_stopped(tmp_path):
