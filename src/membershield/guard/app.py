@@ -137,7 +137,12 @@ def _generate_openapi(max_new_tokens: int) -> dict[str, Any]:
         "required": ["prompt"],
         "properties": {
             "prompt": {"type": "string", "minLength": 1},
-            "max_new_tokens": {"type": "integer", "minimum": 1, "maximum": max_new_tokens, "default": 64},
+            "max_new_tokens": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": max_new_tokens,
+                "default": min(64, max_new_tokens),
+            },
         },
         "additionalProperties": False,
     }
@@ -452,7 +457,7 @@ class GuardService:
         self.generation_lock = threading.Lock()
         # Presidio (with an installed spaCy model) adds names and places to the validators' findings;
         # built once, and only where text can come out of the service
-        self.analyzer = presidio_analyzer() if config.text or config.upstream else None
+        self.analyzer = presidio_analyzer() if config.text or config.language_model or config.upstream else None
         self.upstream = (
             UpstreamClient(config.upstream, config.policy.server.upstream_timeout_seconds) if config.upstream else None
         )
@@ -846,7 +851,7 @@ def create_app(config: GuardConfig) -> FastAPI:
         return _json(answer)
 
     # one model, one kind of output: a text model answers /v1/generate, a classifier /v1/predict
-    if config.text:
+    if config.text or config.language_model is not None:
         app.post(
             "/v1/generate",
             openapi_extra=_generate_openapi(max_new_tokens),
