@@ -4,7 +4,9 @@ saw without it; ``compare`` gives the same numbers on the processes backend as i
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -208,8 +210,19 @@ def test_compare_reports_memguard_as_output_only_and_label_only_attacks_unchange
     assert "NOT protection" in guarded["verdict"]
 
 
-def test_compare_on_the_processes_backend_gives_the_local_numbers(compare_inputs, local_compare) -> None:
-    run = run_compare(_options(compare_inputs, "processes", backend="processes", n_jobs=2))
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_compare_on_a_parallel_backend_gives_the_local_numbers(compare_inputs, local_compare, backend) -> None:
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Ray is not installed, but CI must exercise the ray backend (pip install '.[ray]')")
+        pytest.skip("Ray is not installed (pip install 'membershield[ray]')")
+    try:
+        run = run_compare(_options(compare_inputs, backend, backend=backend, n_jobs=2))
+    finally:
+        if backend == "ray":
+            import ray
+
+            ray.shutdown()
     parallel = json.loads((run.out / "compare.json").read_text())
     assert [v["name"] for v in parallel["variants"]] == [v["name"] for v in local_compare["variants"]]
     for mine, theirs in zip(parallel["variants"], local_compare["variants"], strict=True):
@@ -219,7 +232,7 @@ def test_compare_on_the_processes_backend_gives_the_local_numbers(compare_inputs
             # Worker processes may round PyTorch's kernels differently (see test_backends), so not bit for bit.
             assert _auc(mine, attack["name"]) == pytest.approx(attack["auc"], abs=2e-3), (mine["name"], attack)
     audit = json.loads((run.out / "memguard-budget-0.5" / "audit.json").read_text())
-    assert audit["references"]["backend"] == "processes"
+    assert audit["references"]["backend"] == backend
 
 
 def test_compare_refuses_an_unknown_backend_before_writing(compare_inputs) -> None:
