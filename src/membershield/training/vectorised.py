@@ -215,7 +215,7 @@ def _train(
     buffers = ensemble.buffers
     optimiser = _EnsembleAdam(ensemble.parameters(), spec)
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-    # Gathered in place: a fresh multi-megabyte tensor every step costs page faults on some allocators.
+    # Reused every step: no multi-megabyte allocation a step (glibc recycles them here, other allocators may not).
     inputs = torch.empty((K * spec.batch_size, features.shape[1]), dtype=features.dtype)
     targets = torch.empty(K * spec.batch_size, dtype=labels.dtype)
     for _ in range(spec.epochs):
@@ -313,9 +313,15 @@ class _LayerwiseEnsemble:
         """The ensemble for ``models``, or None where they are not such a ``Sequential``."""
         if type(models[0]) is not nn.Sequential:
             return None
-        for layer in models[0]._modules.values():
-            if layer is None or (type(layer) is not nn.Linear and next(layer.parameters(), None) is not None):
+        layers = list(models[0]._modules.values())
+        if any(layer is None for layer in layers):
+            return None
+        for layer in layers:
+            if type(layer) is not nn.Linear and next(layer.parameters(), None) is not None:
                 return None
+        # Hooks (old-style weight norm, for one) change what a module computes; vmap runs them, this does not.
+        if any(module._forward_hooks or module._forward_pre_hooks for module in [models[0], *layers]):
+            return None
         return cls(models)
 
     def _layer(self, name: str, layer: nn.Module, per_model: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
