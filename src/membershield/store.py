@@ -39,6 +39,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     select,
     text,
 )
@@ -552,8 +553,10 @@ class Store:
         """Log served requests (key_name, model_name, endpoint, status, n_records, latency_ms, detail, created_at)."""
         if not requests:
             return
-        with self._session() as session:
-            session.add_all(GuardRequestRow(**dict(r)) for r in requests)
+        # One Core INSERT ... executemany: the ORM's unit of work spent about 80 µs of interpreter time per
+        # row on bookkeeping these plain rows do not need, on the guard's hot path for the GIL.
+        with self._guard(), self.engine.begin() as connection:
+            connection.execute(insert(GuardRequestRow), [dict(r) for r in requests])
 
     def record_alert(
         self, key_name: str, model_name: str, pattern: str, evidence: Mapping[str, Any], created_at: datetime
