@@ -40,7 +40,6 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,12 +56,6 @@ ATTACKS = ["lira", "lira-offline", "rmia", "rmia-offline"]
 ART_ATTACK_MODELS = ("rf", "nn")
 ML_PRIVACY_METER_SECONDS_PER_REFERENCE = 12.0
 RECIPE = str(Path(__file__).resolve().parent / "purchase_task.py") + ":recipe"
-
-
-def write_parquet(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    frame = pd.DataFrame(x.astype(np.int8), columns=[f"f{j}" for j in range(x.shape[1])])
-    frame["y"] = y
-    frame.to_parquet(path, index=False)
 
 
 def module_sha256(module: torch.nn.Module) -> str:
@@ -136,7 +129,7 @@ def main() -> None:
         "population": (X[2 * n_members :], y[2 * n_members :]),
     }
     for name, (x_part, y_part) in parts.items():
-        write_parquet(data / f"{name}.parquet", x_part, y_part)
+        purchase_task.write_parquet(data / f"{name}.parquet", x_part, y_part)
     (xm, ym), (xn, yn), (xp, yp) = parts["members"], parts["nonmembers"], parts["population"]
 
     clock = time.perf_counter()

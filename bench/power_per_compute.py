@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -56,9 +55,7 @@ def purchase_data(folder: Path, seed: int) -> tuple[str, str, str]:
               "population": (2 * n_members, len(y))}
     folder.mkdir(parents=True, exist_ok=True)
     for name, (lo, hi) in bounds.items():
-        frame = pd.DataFrame(X[lo:hi].astype(np.int8), columns=[f"f{j}" for j in range(X.shape[1])])
-        frame["y"] = y[lo:hi]
-        frame.to_parquet(folder / f"{name}.parquet", index=False)
+        purchase_task.write_parquet(folder / f"{name}.parquet", X[lo:hi], y[lo:hi])
     return f"{HERE / 'purchase_task.py'}:recipe", "y", "parquet"
 
 

@@ -12,7 +12,10 @@ membershield's vectorised trainer.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -31,6 +34,13 @@ def purchase_like(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     y = rng.integers(0, N_CLASSES, size=rows)
     X = (rng.random((rows, N_FEATURES)) < prototypes[y]).astype(np.float32)
     return X, y.astype(np.int64)
+
+
+def write_parquet(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """Features as int8 columns ``f0..f599`` and the class in column ``y``: what the audits read."""
+    frame = pd.DataFrame(x.astype(np.int8), columns=[f"f{j}" for j in range(x.shape[1])])
+    frame["y"] = y
+    frame.to_parquet(path, index=False)
 
 
 def build(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> nn.Module:

@@ -33,20 +33,22 @@ import math
 import os
 import platform
 import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from purchase_task import HIDDEN, N_CLASSES, N_FEATURES, build, purchase_like
+
 from membershield.training.plan import membership_plan
 from membershield.training.vectorised import VectorisedSpec, _linear_for, train_vectorised
-
-N_FEATURES = 600
-HIDDEN = 256
-N_CLASSES = 100
 
 
 @dataclass(frozen=True)
@@ -61,20 +63,6 @@ class Setting:
 
 
 QUICK = Setting(rows=3_000, epochs=3, main_models=8, scaling=(2, 8, 16), sequential_models=2)
-
-
-def purchase_like(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Binary purchase vectors: each class has its own item probabilities; rows are Bernoulli draws."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.beta(0.3, 2.0, size=(N_CLASSES, N_FEATURES))
-    y = rng.integers(0, N_CLASSES, size=rows)
-    X = (rng.random((rows, N_FEATURES)) < prototypes[y]).astype(np.float32)
-    return X, y.astype(np.int64)
-
-
-def build(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(X.shape[1], HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n_classes))
 
 
 def flops_per_row() -> int:
