@@ -8,12 +8,8 @@ documented 422, so the check that every schema-valid request is accepted is left
 
 from __future__ import annotations
 
-import json
-import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
 
 import joblib
 import pytest
@@ -31,33 +27,16 @@ from sklearn.linear_model import LogisticRegression
 from membershield.guard.app import create_app, guard_config, issue_key
 from membershield.guard.policy import policy_from_dict
 from membershield.store import open_store
-from tests.guard_server import serving
+from tests.guard_server import fake_json_upstream, serving
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
-class _TextUpstream(BaseHTTPRequestHandler):
-    def do_POST(self):
-        prompt = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["prompt"]
-        body = json.dumps({"text": f"{prompt} - reach me at ops@example.org"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def _text_upstream():
+    def answer(request: dict) -> dict:
+        return {"text": f"{request['prompt']} - reach me at ops@example.org"}
 
-    def log_message(self, *args):
-        pass
-
-
-@contextmanager
-def _text_upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _TextUpstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/generate"
-    finally:
-        server.shutdown()
+    return fake_json_upstream(answer, "/generate")
 
 
 @pytest.mark.parametrize("kind", ["array-model", "named-columns", "text-upstream"])

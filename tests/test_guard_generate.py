@@ -3,11 +3,8 @@ sentence full of personal data) and an upstream text endpoint; the text is redac
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +15,7 @@ from membershield.guard.app import create_app, guard_config, issue_key
 from membershield.guard.pii import redact
 from membershield.guard.policy import policy_from_dict
 from membershield.store import open_store
-from tests.guard_server import serving
+from tests.guard_server import fake_json_upstream, serving
 
 SECRET = "Write to jane.doe@example.com or call +1 (415) 555-2671 about card 4111 1111 1111 1111 today."
 
@@ -85,36 +82,22 @@ def test_local_language_model_output_is_redacted_and_logged(tmp_path, reciting_l
     assert usage[0]["key"] == "alice" and usage[0]["records"] == 1
 
 
-class _TextUpstream(BaseHTTPRequestHandler):
-    def do_POST(self):
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if request["prompt"] == "broken":
-            body = b'{"predictions": []}'
-        else:
-            answer = f"{request['prompt']}: mail ops@example.org from 192.168.1.20, order 4111 1111 1111 1112"
-            body = json.dumps([{"generated_text": answer}]).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+def _text_answer(request: dict) -> object:
+    if request["prompt"] == "broken":
+        return b'{"predictions": []}'
+    text = f"{request['prompt']}: mail ops@example.org from 192.168.1.20, order 4111 1111 1111 1112"
+    return [{"generated_text": text}]
 
 
 def test_upstream_text_endpoint_is_forwarded_and_redacted(tmp_path):
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _TextUpstream)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    try:
-        address = f"http://127.0.0.1:{upstream.server_address[1]}/generate"
-        with guard(tmp_path, None, {}, upstream=address) as (url, user, _store):
-            answer = httpx.post(f"{url}/v1/generate", json={"prompt": "Status", "max_new_tokens": 8}, headers=user)
-            broken = httpx.post(f"{url}/v1/generate", json={"prompt": "broken"}, headers=user)
-            unknown = httpx.post(f"{url}/v1/generate", json={"prompt": "x", "temperature": 2}, headers=user)
-            schema = httpx.get(f"{url}/openapi.json").json()
-    finally:
-        upstream.shutdown()
+    with (
+        fake_json_upstream(_text_answer, "/generate") as address,
+        guard(tmp_path, None, {}, upstream=address) as (url, user, _store),
+    ):
+        answer = httpx.post(f"{url}/v1/generate", json={"prompt": "Status", "max_new_tokens": 8}, headers=user)
+        broken = httpx.post(f"{url}/v1/generate", json={"prompt": "broken"}, headers=user)
+        unknown = httpx.post(f"{url}/v1/generate", json={"prompt": "x", "temperature": 2}, headers=user)
+        schema = httpx.get(f"{url}/openapi.json").json()
     assert answer.status_code == 200, answer.text
     assert answer.json() == {
         "text": "Status: mail [EMAIL] from [IP_ADDRESS], order 4111 1111 1111 1112",

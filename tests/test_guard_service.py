@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -19,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from membershield.guard.app import create_app, guard_config, issue_key
 from membershield.guard.policy import policy_from_dict
 from membershield.store import open_store
-from tests.guard_server import serving
+from tests.guard_server import fake_json_upstream, serving
 
 
 @pytest.fixture(scope="module")
@@ -116,39 +113,23 @@ def test_bad_inputs_get_clear_errors_and_the_service_stays_up(tmp_path, iris):
         assert opened.guard_request_count() == 8
 
 
-class _FakeUpstream(BaseHTTPRequestHandler):
-    def do_POST(self):
-        records = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["records"]
-        predictions = [
-            {
-                "label": "spam",
-                "probabilities": [0.99, 0.01],
-                "text": "Reach jane.doe@example.com or +1 (415) 555-2671; card 4111 1111 1111 1111, order 4111 1111"
-                " 1111 1112, SSN 123-45-6789, IBAN GB82 WEST 1234 5698 7654 32 from 10.0.0.7",
-            }
-            for _ in records
-        ]
-        body = json.dumps({"predictions": predictions}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+def _spam_predictions(request: dict) -> dict:
+    prediction = {
+        "label": "spam",
+        "probabilities": [0.99, 0.01],
+        "text": "Reach jane.doe@example.com or +1 (415) 555-2671; card 4111 1111 1111 1111, order 4111 1111"
+        " 1111 1112, SSN 123-45-6789, IBAN GB82 WEST 1234 5698 7654 32 from 10.0.0.7",
+    }
+    return {"predictions": [prediction for _ in request["records"]]}
 
 
 def test_upstream_text_is_redacted_and_probabilities_hardened(tmp_path):
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _FakeUpstream)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    try:
-        address = f"http://127.0.0.1:{upstream.server_address[1]}/predict"
-        with guard(tmp_path, None, {"output": {"clip_top1": 0.9}}, upstream=address) as (url, _, user, _s):
-            answer = httpx.post(f"{url}/v1/predict", json={"records": [[1, 2], [3, 4]]}, headers=user)
-            metrics = httpx.get(f"{url}/metrics").text
-    finally:
-        upstream.shutdown()
+    with (
+        fake_json_upstream(_spam_predictions, "/predict") as address,
+        guard(tmp_path, None, {"output": {"clip_top1": 0.9}}, upstream=address) as (url, _, user, _s),
+    ):
+        answer = httpx.post(f"{url}/v1/predict", json={"records": [[1, 2], [3, 4]]}, headers=user)
+        metrics = httpx.get(f"{url}/metrics").text
     assert answer.status_code == 200, answer.text
     first = answer.json()["predictions"][0]
     assert first["label"] == "spam" and first["probabilities"] == pytest.approx([0.9, 0.1])
