@@ -1,4 +1,4 @@
-"""RMIA's softmax temperature: calibrated on reference models only, and it matters on saturated outputs."""
+"""RMIA's softmax temperature and class centring: calibrated on reference models only, and both matter."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from membershield import metrics
 from membershield.attacks import AttackInputs, create_attack
-from membershield.attacks.rmia import DEFAULT_TEMPERATURE, _online_marginal, calibrate
+from membershield.attacks.rmia import DEFAULT_TEMPERATURE, RmiaOnline, _online_marginal, calibrate, centre_by_class
 from membershield.signals import true_class_confidence
 from membershield.training import membership_plan
 
@@ -65,8 +65,49 @@ def test_calibration_never_reads_the_targets_membership() -> None:
     assert calibrate(inputs, online=False, a_grid=(0.1, 0.5)) == calibrate(flipped, online=False, a_grid=(0.1, 0.5))
 
 
-def test_too_few_references_fall_back_to_the_default_temperature() -> None:
-    inputs, is_member = saturated_inputs(2)
-    assert calibrate(inputs, online=True)[0] == DEFAULT_TEMPERATURE
-    scores = np.asarray(create_attack("rmia").score(inputs))[:N_AUDIT]
-    assert metrics.auc_with_ci(scores, is_member)[0] > 0.8
+def test_two_references_calibrate_and_one_falls_back_to_the_default_temperature() -> None:
+    two, is_member = saturated_inputs(2)
+    assert calibrate(two, online=True)[0] > 1.0
+    assert calibrate(two, online=False, a_grid=(0.1, 0.5))[0] > 1.0
+    one, _ = saturated_inputs(1)
+    assert calibrate(one, online=True)[0] == DEFAULT_TEMPERATURE
+    for inputs, least_auc in ((one, 0.65), (two, 0.8)):
+        scores = np.asarray(create_attack("rmia").score(inputs))[:N_AUDIT]
+        assert metrics.auc_with_ci(scores, is_member)[0] > least_auc
+
+
+def test_class_offsets_come_from_the_z_sample_and_shrink_towards_the_overall_mean() -> None:
+    labels = np.array([0, 0, 1, 2, 0, 0, 1, 1])
+    log_ratio = np.array([5.0, 6.0, 7.0, 8.0, 1.0, 3.0, -1.0, -3.0])
+    z_rows = np.arange(4, 8)  # class 0: 1 and 3, class 1: -1 and -3, class 2: none
+    centred = centre_by_class(log_ratio, labels, z_rows, prior_weight=2.0)
+    overall = 0.0
+    class0 = (1.0 + 3.0 + 2.0 * overall) / (2 + 2.0)
+    class1 = (-1.0 - 3.0 + 2.0 * overall) / (2 + 2.0)
+    np.testing.assert_allclose(centred[:4], [5.0 - class0, 6.0 - class0, 7.0 - class1, 8.0 - overall])
+    np.testing.assert_allclose(centre_by_class(log_ratio, labels, z_rows, prior_weight=0.0)[4:], [-1, 1, 1, -1])
+
+
+def test_class_centring_recovers_power_lost_to_classes_of_unequal_difficulty() -> None:
+    """Training on a record lifts its log-odds by 1.5 nats, but classes sit up to 8 nats apart in how much
+    a model's confidence in them varies with its random seed: without centring, the z-sample's bar is set
+    by the other classes and the attack ranks classes instead of members."""
+    rng = np.random.default_rng(3)
+    n, n_audit, n_classes, n_refs = 6000, 4000, 20, 2
+    labels = rng.integers(0, n_classes, n)
+    class_shift = rng.uniform(-4.0, 4.0, n_classes)  # where the target lands against the references, by class
+    base = rng.normal(2.0, 1.0, n)
+    is_member = np.zeros(n, bool)
+    is_member[: n_audit // 2] = True
+    keep = membership_plan(n, n_refs, 0.5, 3)
+
+    def logits(trained_on: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        out = rng.normal(0, 0.3, (n, n_classes))
+        out[np.arange(n), labels] += base + shift + 1.5 * trained_on + rng.normal(0, 0.5, n)
+        return out
+
+    refs = np.stack([logits(keep[k], 0.0) for k in range(n_refs)])
+    inputs = AttackInputs(labels, logits(is_member, class_shift[labels]), refs, keep, n_audit, 3)
+    centred_auc = metrics.auc(np.asarray(create_attack("rmia").score(inputs))[:n_audit], is_member[:n_audit])
+    flat_auc = metrics.auc(np.asarray(RmiaOnline(by_class=False).score(inputs))[:n_audit], is_member[:n_audit])
+    assert centred_auc > 0.8 and centred_auc > flat_auc + 0.1
