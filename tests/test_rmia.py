@@ -37,8 +37,9 @@ def saturated_inputs(n_references: int, seed: int = 0) -> tuple[AttackInputs, np
 
 def test_temperature_one_is_blind_on_saturated_outputs_and_calibration_finds_a_better_one() -> None:
     inputs, is_member = saturated_inputs(8)
-    temperature, _ = calibrate(inputs, online=True)
+    temperature, _, centred = calibrate(inputs, online=True)
     assert temperature > 1.0
+    assert not centred  # no class differs from another here, so the paper's plain z-sample is kept
     attack = create_attack("rmia")
     calibrated_auc, _ = metrics.auc_with_ci(np.asarray(attack.score(inputs))[:N_AUDIT], is_member)
     assert attack.params()["temperature"] == temperature
@@ -88,26 +89,43 @@ def test_class_offsets_come_from_the_z_sample_and_shrink_towards_the_overall_mea
     np.testing.assert_allclose(centre_by_class(log_ratio, labels, z_rows, prior_weight=0.0)[4:], [-1, 1, 1, -1])
 
 
+def test_the_estimated_prior_weight_centres_real_class_effects_and_leaves_noise_alone() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(50), 40)
+    z_rows = np.arange(labels.size)
+    noise = rng.normal(0.0, 1.0, labels.size)
+    # Classes that differ by chance only (their means' noise is 1/sqrt(40) = 0.16) are left nearly alone.
+    offsets = noise - centre_by_class(noise, labels, z_rows)
+    assert np.ptp(offsets) < 0.1 * np.ptp(np.bincount(labels, weights=noise) / 40)
+    shifted = noise + rng.normal(0.0, 2.0, 50)[labels]
+    within = centre_by_class(shifted, labels, z_rows)
+    class_means = np.bincount(labels, weights=within) / 40
+    assert np.abs(class_means).max() < 0.1 < np.abs(np.bincount(labels, weights=shifted) / 40).max()
+
+
 def test_class_centring_recovers_power_lost_to_classes_of_unequal_difficulty() -> None:
-    """Training on a record lifts its log-odds by 1.5 nats, but classes sit up to 8 nats apart in how much
-    a model's confidence in them varies with its random seed: without centring, the z-sample's bar is set
-    by the other classes and the attack ranks classes instead of members."""
+    """Training on a record lifts its log-odds by 1.5 nats, but each model also sits up to 4 nats higher or
+    lower on each class (as models trained on different samples do): without centring, the z-sample's
+    bar is set across classes and the attack ranks classes instead of members. Calibration sees the same
+    effect among the reference models and turns centring on."""
     rng = np.random.default_rng(3)
     n, n_audit, n_classes, n_refs = 6000, 4000, 20, 2
     labels = rng.integers(0, n_classes, n)
-    class_shift = rng.uniform(-4.0, 4.0, n_classes)  # where the target lands against the references, by class
     base = rng.normal(2.0, 1.0, n)
     is_member = np.zeros(n, bool)
     is_member[: n_audit // 2] = True
     keep = membership_plan(n, n_refs, 0.5, 3)
 
-    def logits(trained_on: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    def logits(trained_on: np.ndarray) -> np.ndarray:
+        class_shift = rng.uniform(-4.0, 4.0, n_classes)
         out = rng.normal(0, 0.3, (n, n_classes))
-        out[np.arange(n), labels] += base + shift + 1.5 * trained_on + rng.normal(0, 0.5, n)
+        out[np.arange(n), labels] += base + class_shift[labels] + 1.5 * trained_on + rng.normal(0, 0.5, n)
         return out
 
-    refs = np.stack([logits(keep[k], 0.0) for k in range(n_refs)])
-    inputs = AttackInputs(labels, logits(is_member, class_shift[labels]), refs, keep, n_audit, 3)
-    centred_auc = metrics.auc(np.asarray(create_attack("rmia").score(inputs))[:n_audit], is_member[:n_audit])
+    refs = np.stack([logits(keep[k]) for k in range(n_refs)])
+    inputs = AttackInputs(labels, logits(is_member), refs, keep, n_audit, 3)
+    attack = RmiaOnline()
+    centred_auc = metrics.auc(np.asarray(attack.score(inputs))[:n_audit], is_member[:n_audit])
+    assert attack.params()["by_class"] is True
     flat_auc = metrics.auc(np.asarray(RmiaOnline(by_class=False).score(inputs))[:n_audit], is_member[:n_audit])
     assert centred_auc > 0.8 and centred_auc > flat_auc + 0.1
