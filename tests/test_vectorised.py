@@ -15,6 +15,7 @@ from sklearn.datasets import make_classification
 from torch import nn
 
 from membershield.targets.torch import TorchTarget, load_recipe
+from membershield.training import vectorised
 from membershield.training.vectorised import (
     VectorisedSpec,
     _LayerwiseEnsemble,
@@ -182,6 +183,33 @@ def test_same_seeds_give_identical_weights_and_a_model_does_not_depend_on_its_gr
     alone = _state(train_vectorised(spec, X, y, 3, masks[1:2], [6])[0])
     for name in alone:
         torch.testing.assert_close(alone[name], first[1][name], rtol=1e-4, atol=1e-5)
+
+
+def test_groups_on_threads_give_the_models_of_separate_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With two intra-op threads, eight models of a plain MLP train as two groups, one thread each; every
+    # model must come out as if trained alone, and the thread setting must be left as it was.
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(200, 10)).astype(np.float32)
+    y = rng.integers(0, 3, size=200)
+    masks = rng.random((8, 200)) < 0.5
+    spec = _memorising_spec(epochs=2)
+    groups = []
+    train_group = vectorised._train_group
+
+    def counted(spec: VectorisedSpec, models: list[nn.Module], *rest) -> None:
+        groups.append(len(models))
+        train_group(spec, models, *rest)
+
+    monkeypatch.setattr(vectorised, "_train_group", counted)
+    torch.set_num_threads(2)
+    together = [_state(m) for m in train_vectorised(spec, X, y, 3, masks, list(range(8)))]
+    assert torch.get_num_threads() == 2
+    assert sorted(groups) == [4, 4]
+    torch.set_num_threads(1)
+    for k in (0, 5, 7):
+        alone = _state(train_vectorised(spec, X, y, 3, masks[k : k + 1], [k])[0])
+        for name in alone:
+            torch.testing.assert_close(together[k][name], alone[name], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(("optimizer", "torch_optimizer"), [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])

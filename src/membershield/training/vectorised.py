@@ -8,12 +8,20 @@ then runs that loop, minibatch Adam on cross-entropy, for K models in lockstep:
 
 * Activations are stacked along a new leading dimension, ``(K, rows, features)``. An ``nn.Sequential``
   whose only layers with parameters are ``nn.Linear`` (an MLP, with any parameter-free layers such as
-  ReLU, dropout or a fitted standardisation) runs layer by layer: each linear layer is one autograd
-  node doing model k's product on the models' own parameters, by oneDNN's float32 kernel where PyTorch
-  has it. Any other module runs as a whole: the K models' parameters and buffers are stacked
+  ReLU, dropout or a fitted standardisation) runs layer by layer: each run of consecutive linear layers
+  is one autograd node doing model k's products on the models' own parameters, by oneDNN's float32
+  kernel where PyTorch has it, with a ReLU that follows a linear layer applied by the product as it
+  writes its output (the activations inside such a run are one tensor per model, not stacked). Any
+  other module runs as a whole: the K models' parameters and buffers are stacked
   (``torch.func.stack_module_state``) and the forward pass is ``torch.vmap`` over
   ``torch.func.functional_call``. Both are plain autograd; the first avoids ``vmap``'s per-operation
   dispatch, which costs milliseconds in a step of a few models' small products.
+* Where the network has nothing but linear layers and ReLUs (no randomness, no buffers) and PyTorch has
+  T > 1 intra-op threads, the K models are split into up to T groups of at least ``MODELS_PER_THREAD``,
+  each trained as above by a thread of its own with one intra-op thread: small products split over
+  several threads spend much of their time waiting on each other. Models never mix in a step (each has
+  its own rows, products, loss terms and optimiser state), so a model is the same whichever group it
+  is in. The thread count is restored afterwards.
 * Each model keeps its own minibatch schedule. Every epoch, model k shuffles its own ``n_k`` training
   rows with ``torch.randperm(n_k, generator=torch.Generator().manual_seed(seed_k))`` (one generator per
   model, drawn from once per epoch) and takes consecutive slices of ``batch_size`` rows, the last one
@@ -25,9 +33,10 @@ then runs that loop, minibatch Adam on cross-entropy, for K models in lockstep:
   its step counter advances), the optimiser leaves its parameters, moments and step count untouched.
   Likewise, in a short last slice the padding rows get weight zero and the real rows weight
   ``1 / rows``, so each model's loss is the mean over its own real rows.
-* The optimiser is PyTorch's Adam (or AdamW) with a state and a step counter per model, run as one fused
-  update over every model's tensors (its own, or its slices of the stacked ones). Adam is elementwise,
-  so this is the same arithmetic as K separate optimisers.
+* The optimiser is PyTorch's Adam (or AdamW) with a state and a step counter per model and tensor, run as
+  one update over every model's tensors (its own, or its slices of the stacked ones) by the kernel of
+  ``torch.optim.Adam(fused=True)``. Adam is elementwise, so this is the same arithmetic as K separate
+  optimisers.
 
 Model k is built under ``torch.manual_seed(seed_k)`` (as membershield runs a recipe), so its initial
 weights are those its recipe would start from, and its batches are those of the loop above. A recipe
@@ -49,13 +58,13 @@ import copy
 import math
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
-from torch.optim.adam import adam
 
 BuildFunction = Callable[[np.ndarray, np.ndarray, int, int], nn.Module]
 OPTIMIZERS = ("adam", "adamw")
@@ -198,7 +207,44 @@ def _epoch_schedule(
     )
 
 
+# Below this many models a thread's share of a step is too small to pay for its Python overhead.
+MODELS_PER_THREAD = 4
+
+
 def _train(
+    spec: VectorisedSpec,
+    models: list[nn.Module],
+    X: np.ndarray,
+    y: np.ndarray,
+    subsets: list[np.ndarray],
+    seeds: list[int],
+) -> None:
+    threads = torch.get_num_threads()
+    groups = min(threads, len(models) // MODELS_PER_THREAD) if _LayerwiseEnsemble.deterministic(models) else 1
+    if groups < 2:
+        _train_group(spec, models, X, y, subsets, seeds)
+        return
+    # Independent groups of models, each trained by one thread with one intra-op thread: the models'
+    # products are small, and two threads sharing each of them spend much of it waiting on each other.
+    # Every model's arithmetic is its own, so a model is the same whichever group it is in.
+    bounds = np.linspace(0, len(models), groups + 1).round().astype(int)
+
+    def run(group: int) -> None:
+        torch.set_num_threads(1)
+        part = slice(bounds[group], bounds[group + 1])
+        _train_group(spec, models[part], X, y, subsets[part], seeds[part])
+
+    try:
+        with ThreadPoolExecutor(groups - 1) as pool:
+            others = [pool.submit(run, group) for group in range(1, groups)]
+            run(0)
+            for other in others:
+                other.result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_group(
     spec: VectorisedSpec,
     models: list[nn.Module],
     X: np.ndarray,
@@ -220,18 +266,21 @@ def _train(
     targets = torch.empty(K * spec.batch_size, dtype=labels.dtype)
     for _ in range(spec.epochs):
         rows, weights, active = _epoch_schedule(subsets, generators, spec.batch_size)
+        everyone = active.all(1).tolist()
         for step in range(rows.shape[0]):
             batch = rows[step].view(-1)
-            idle = torch.nonzero(~active[step]).flatten()
+            idle = None if everyone[step] else torch.nonzero(~active[step]).flatten()
             # A skipped model's buffers (running statistics) must not see its padding rows either.
-            kept = {name: b.index_select(0, idle) for name, b in buffers.items()} if len(idle) else {}
+            kept = {name: b.index_select(0, idle) for name, b in buffers.items()} if idle is not None else {}
             torch.index_select(features, 0, batch, out=inputs)
             torch.index_select(labels, 0, batch, out=targets)
             logits = ensemble.forward(inputs.view(K, -1, features.shape[1]))
             losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="none")
             ensemble.zero_grad()
             torch.dot(losses, weights[step].view(-1)).backward()
-            optimiser.step(ensemble.gradients(), torch.nonzero(active[step]).flatten().tolist())
+            optimiser.step(
+                ensemble.gradients(), None if everyone[step] else torch.nonzero(active[step]).flatten().tolist()
+            )
             with torch.no_grad():
                 for name, saved in kept.items():
                     buffers[name].index_copy_(0, idle, saved)
@@ -242,58 +291,122 @@ LinearFunction = Callable[..., torch.Tensor]
 
 
 def _linear_for(weight: torch.Tensor) -> LinearFunction:
-    """``f(a, w, b=None) = a @ w.T + b`` for 2-d operands like ``weight``, by the fastest kernel at hand.
+    """``f(a, w, b=None, relu=False) = a @ w.T + b`` (then ReLU) for 2-d operands like ``weight``.
 
     On CPUs where MKL takes its AVX2 path (AMD), oneDNN's float32 product runs about twice as fast on
-    these shapes as the MKL one behind ``torch.mm`` and ``F.linear``; both compute in float32.
+    these shapes as the MKL one behind ``torch.mm`` and ``F.linear``; both compute in float32. oneDNN
+    applies the ReLU to the product's output as it writes it, sparing a pass over the activations.
     """
     usable = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
     if usable and weight.dtype == torch.float32 and weight.device.type == "cpu":
         try:
             onednn = torch.ops.mkldnn._linear_pointwise
         except (AttributeError, RuntimeError):
-            return nn.functional.linear
-        return lambda a, w, b=None: onednn(a, w, b, "none", [], "")
-    return nn.functional.linear
+            onednn = None
+        if onednn is not None:
+            return lambda a, w, b=None, relu=False: onednn(a, w, b, "relu" if relu else "none", [], "")
+
+    def plain(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+        out = nn.functional.linear(a, w, b)
+        return torch.relu_(out) if relu else out
+
+    return plain
 
 
-class _StackedLinear(torch.autograd.Function):
-    """K linear layers, model k's applied to the rows ``x[k]``: one matrix product per model and direction.
+@dataclass(frozen=True)
+class _ChainLayer:
+    """One ``nn.Linear`` of a :class:`_LinearChain`, for every model, and whether a ReLU follows it."""
 
-    The weights and biases are the models' own tensors, so their gradients come out in their own layout
-    and need no stacking; the layer's input and output are stacked ``(K, rows, features)``.
+    linear: LinearFunction
+    relu: bool
+    with_bias: bool
+
+
+class _LinearChain(torch.autograd.Function):
+    """Consecutive linear layers (each maybe followed by ReLU) of K models, model k's applied to ``x[k]``.
+
+    One autograd node for the whole run of layers: one matrix product per model, layer and direction, on
+    the models' own weights and biases, whose gradients therefore come out in their own layout. Only the
+    chain's input and output are stacked ``(K, rows, features)``; the activations between its layers stay
+    one tensor per model (the products write fresh tensors, and stacking them would copy every
+    activation), and so do the gradients flowing between them. A ReLU is computed by the product before
+    it, and its backward pass keeps the gradient where that output is positive, as ``torch.relu``'s does.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, linear: LinearFunction, with_bias: bool, *params: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, layers: tuple[_ChainLayer, ...], *params: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         K = x.shape[0]
-        weights, biases = params[:K], (params[K:] if with_bias else (None,) * K)
-        ctx.save_for_backward(x, *weights)
-        ctx.linear, ctx.with_bias = linear, with_bias
-        return torch.stack([linear(x[k], weights[k], biases[k]) for k in range(K)])
+        activations = [list(x.unbind(0))]
+        weights = []
+        position = 0
+        for layer in layers:
+            w = params[position : position + K]
+            position += K
+            b = (None,) * K
+            if layer.with_bias:
+                b = params[position : position + K]
+                position += K
+            inputs = activations[-1]
+            activations.append([layer.linear(inputs[k], w[k], b[k], layer.relu) for k in range(K)])
+            weights.append(w)
+        # The chain's own input is saved for the version check; the per-model activations are
+        # intermediates, made here and seen nowhere else.
+        ctx.save_for_backward(x, *params)
+        ctx.layers, ctx.activations = layers, activations[1:]
+        return torch.stack(activations[-1])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        x, *weights = ctx.saved_tensors
-        K, linear, needs = len(weights), ctx.linear, ctx.needs_input_grad
-        grad = grad.contiguous()
-        grad_x = torch.stack([linear(grad[k], weights[k].T) for k in range(K)]) if needs[0] else None
-        # oneDNN multiplies a row-major left operand ~20% faster than a transposed view; the copy is small.
-        grad_t = grad.transpose(1, 2).contiguous()
-        grad_w = [linear(grad_t[k], x[k].T) if needs[3 + k] else None for k in range(K)]
-        grad_b = []
-        if ctx.with_bias:
-            sums = grad.sum(1)
-            grad_b = [sums[k] if needs[3 + K + k] else None for k in range(K)]
-        return (grad_x, None, None, *grad_w, *grad_b)
+        x, *params = ctx.saved_tensors
+        layers, K, needs = ctx.layers, x.shape[0], ctx.needs_input_grad
+        inputs_of = [list(x.unbind(0)), *ctx.activations[:-1]]
+        grads: list[torch.Tensor | None] = [None] * len(params)
+        starts = []
+        position = 0
+        for layer in layers:
+            starts.append(position)
+            position += 2 * K if layer.with_bias else K
+        # The gradient at a layer's output: stacked (K, rows, features), or one tensor per model.
+        upstream: torch.Tensor | list[torch.Tensor] = grad.contiguous()
+        grad_x = None
+        for i in reversed(range(len(layers))):
+            layer, start = layers[i], starts[i]
+            if layer.relu:
+                output = ctx.activations[i]
+                masked = torch.empty((K, *output[0].shape), dtype=output[0].dtype)
+                for k in range(K):
+                    torch.ops.aten.threshold_backward.grad_input(upstream[k], output[k], 0, grad_input=masked[k])
+                upstream = masked
+            elif not isinstance(upstream, torch.Tensor):
+                upstream = torch.stack(upstream)
+            # oneDNN multiplies a row-major left operand ~20% faster than a transposed view, more than the
+            # copy costs.
+            transposed = upstream.transpose(1, 2).contiguous()
+            inputs = inputs_of[i]
+            for k in range(K):
+                if needs[2 + start + k]:
+                    grads[start + k] = layer.linear(transposed[k], inputs[k].T)
+            if layer.with_bias:
+                sums = transposed.sum(2)
+                for k in range(K):
+                    if needs[2 + start + K + k]:
+                        grads[start + K + k] = sums[k]
+            if i > 0 or needs[0]:
+                weights = params[start : start + K]
+                upstream = [layer.linear(upstream[k], weights[k].T) for k in range(K)]
+                if i == 0:
+                    grad_x = torch.stack(upstream)
+        ctx.activations = None
+        return (grad_x, None, *grads)
 
 
 class _LayerwiseEnsemble:
     """An ``nn.Sequential`` whose only parametrised layers are ``nn.Linear``, run layer by layer.
 
-    Activations are stacked ``(K, rows, features)``. A linear layer is a :class:`_StackedLinear` on the
-    models' own parameters (trained in place); ReLU and dropout apply to the stacked activations as they
-    are; any other (parameter-free) layer runs under ``vmap`` with its stacked buffers. This skips
+    Activations are stacked ``(K, rows, features)``. Consecutive linear layers, each with the ReLU that
+    follows it if any, are one :class:`_LinearChain` on the models' own parameters (trained in place);
+    other ReLUs and dropout apply to the stacked activations as they are; identities are dropped; any
+    other (parameter-free) layer runs under ``vmap`` with its stacked buffers. This skips
     ``vmap``'s and ``functional_call``'s per-operation dispatch, which costs a few milliseconds a step, and
     uses the fastest float32 product kernel for each model's products.
     """
@@ -304,9 +417,43 @@ class _LayerwiseEnsemble:
         names = [name for name, _ in models[0].named_buffers()]
         self.buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in models]) for name in names}
         self.layers: list[Callable[[torch.Tensor], torch.Tensor]] = []
-        for position, (name, layer) in enumerate(models[0]._modules.items()):
-            per_model = [list(m._modules.values())[position] for m in models]
-            self.layers.append(self._layer(name, layer, per_model))
+        entries = [
+            (name, layer, [list(m._modules.values())[position] for m in models])
+            for position, (name, layer) in enumerate(models[0]._modules.items())
+            if type(layer) is not nn.Identity
+        ]
+        chain: list[_ChainLayer] = []
+        chain_params: list[torch.Tensor] = []
+        position = 0
+        while position < len(entries):
+            name, layer, per_model = entries[position]
+            position += 1
+            if type(layer) is not nn.Linear:
+                if chain:
+                    self.layers.append(self._chain(chain, chain_params))
+                    chain, chain_params = [], []
+                self.layers.append(self._layer(name, layer))
+                continue
+            relu = position < len(entries) and type(entries[position][1]) is nn.ReLU
+            position += relu
+            with_bias = layer.bias is not None
+            chain.append(_ChainLayer(_linear_for(layer.weight), relu, with_bias))
+            chain_params += [m.weight for m in per_model]
+            if with_bias:
+                chain_params += [m.bias for m in per_model]
+        if chain:
+            self.layers.append(self._chain(chain, chain_params))
+
+    @staticmethod
+    def deterministic(models: list[nn.Module]) -> bool:
+        """Whether ``models`` are Sequentials of linear layers and ReLUs only: no randomness, no buffers."""
+        if type(models[0]) is not nn.Sequential or models[0]._forward_hooks or models[0]._forward_pre_hooks:
+            return False
+        layers = list(models[0]._modules.values())
+        return all(
+            type(layer) in (nn.Linear, nn.ReLU, nn.Identity) and not (layer._forward_hooks or layer._forward_pre_hooks)
+            for layer in layers
+        )
 
     @classmethod
     def of(cls, models: list[nn.Module]) -> _LayerwiseEnsemble | None:
@@ -324,20 +471,16 @@ class _LayerwiseEnsemble:
             return None
         return cls(models)
 
-    def _layer(self, name: str, layer: nn.Module, per_model: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
-        if type(layer) is nn.Linear:
-            params = [m.weight for m in per_model]
-            with_bias = layer.bias is not None
-            if with_bias:
-                params += [m.bias for m in per_model]
-            linear = _linear_for(layer.weight)
-            return lambda x: _StackedLinear.apply(x, linear, with_bias, *params)
+    @staticmethod
+    def _chain(layers: list[_ChainLayer], params: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        frozen = tuple(layers)
+        return lambda x: _LinearChain.apply(x, frozen, *params)
+
+    def _layer(self, name: str, layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         if type(layer) is nn.ReLU:
             return torch.relu
         if type(layer) is nn.Dropout:
             return lambda x: nn.functional.dropout(x, layer.p, training=True)
-        if type(layer) is nn.Identity:
-            return lambda x: x
         base = copy.deepcopy(layer).to("meta")
         base.train()
         buffers = {local: self.buffers[f"{name}.{local}"] for local, _ in layer.named_buffers()}
@@ -468,10 +611,10 @@ class _EnsembleAdam:
     """Adam / AdamW for K models: one optimiser state and step counter per model, one fused update.
 
     ``params[k]`` are model k's trainable tensors: its own parameters, or per-model views of stacked
-    ones. The tensors of the models active in a step go to ``torch.optim.adam.adam`` (the function behind
-    ``torch.optim.Adam``) with ``fused=True``: one pass over the memory for all models. Adam is elementwise,
-    so this is the arithmetic of K separate optimisers; a model left out of a step keeps its parameters,
-    moment estimates and step count.
+    ones. The tensors of the models active in a step go to ``torch._fused_adam_`` (``_fused_adamw_``),
+    the kernel that ``torch.optim.Adam(fused=True)`` runs: one pass over the memory for all models. Adam
+    is elementwise, so this is the arithmetic of K separate optimisers; a model left out of a step keeps
+    its parameters, moment estimates and step count.
     """
 
     def __init__(self, params: list[list[torch.Tensor]], spec: VectorisedSpec) -> None:
@@ -479,38 +622,56 @@ class _EnsembleAdam:
         self.params = params
         self.exp_avgs = [[torch.zeros_like(p) for p in model] for model in params]
         self.exp_avg_sqs = [[torch.zeros_like(p) for p in model] for model in params]
-        # One counter per model and tensor: the fused step increments every counter it is given.
-        self.steps = [[torch.zeros((), dtype=torch.float32) for _ in model] for model in params]
+        # A counter per model and tensor, as torch.optim.Adam keeps one per parameter. They are views of
+        # one tensor, so that a step of every model and tensor counts with one addition.
+        self.counts = torch.zeros((len(params), len(params[0]) if params else 0), dtype=torch.float32)
+        self.steps = [[self.counts[k, i] for i in range(len(model))] for k, model in enumerate(params)]
+        self.kernel = torch._fused_adamw_ if spec.optimizer == "adamw" else torch._fused_adam_
+        self.whole = tuple(_flat(lst) for lst in (self.params, self.exp_avgs, self.exp_avg_sqs, self.steps))
 
     @torch.no_grad()
-    def step(self, grads: list[list[torch.Tensor | None]], active: list[int]) -> None:
-        params, used_grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
-        for k in active:
-            for i, grad in enumerate(grads[k]):
-                if grad is None:
-                    continue
-                params.append(self.params[k][i])
-                used_grads.append(grad)
-                exp_avgs.append(self.exp_avgs[k][i])
-                exp_avg_sqs.append(self.exp_avg_sqs[k][i])
-                steps.append(self.steps[k][i])
-        if not params:
-            return
+    def step(self, grads: list[list[torch.Tensor | None]], active: list[int] | None = None) -> None:
+        """Step the models ``active`` (all where None) on their tensors that have a gradient."""
+        flat_grads = _flat(grads)
+        if active is None and all(g is not None for g in flat_grads):
+            params, exp_avgs, exp_avg_sqs, steps = self.whole
+            if not params:
+                return
+            self.counts.add_(1)
+            used_grads = flat_grads
+        else:
+            params, used_grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for k in range(len(grads)) if active is None else active:
+                for i, grad in enumerate(grads[k]):
+                    if grad is None:
+                        continue
+                    params.append(self.params[k][i])
+                    used_grads.append(grad)
+                    exp_avgs.append(self.exp_avgs[k][i])
+                    exp_avg_sqs.append(self.exp_avg_sqs[k][i])
+                    steps.append(self.steps[k][i])
+            if not params:
+                return
+            torch._foreach_add_(steps, 1)
         beta1, beta2 = self.spec.betas
-        adam(
+        self.kernel(
             params,
             used_grads,
             exp_avgs,
             exp_avg_sqs,
             [],
             steps,
-            fused=True,
-            decoupled_weight_decay=self.spec.optimizer == "adamw",
             amsgrad=False,
+            lr=self.spec.lr,
             beta1=beta1,
             beta2=beta2,
-            lr=self.spec.lr,
             weight_decay=self.spec.weight_decay,
             eps=self.spec.eps,
             maximize=False,
+            grad_scale=None,
+            found_inf=None,
         )
+
+
+def _flat(per_model: list[list]) -> list:
+    return [t for model in per_model for t in model]
