@@ -30,8 +30,9 @@ left alone. Calibration tries the attack with and without it; as the stand-ins' 
 give them class effects a target need not have, centring is used only when it raises the stand-ins'
 TPR at 1% FPR by a tenth (``CLASS_CENTRING_MIN_GAIN``). Measured (bench/RESULTS.md): on the
 Purchase100-like benchmark, two-reference RMIA goes from 6.0% to 7.7% TPR at 1% FPR (16 references: 10.6%
-to 11.4%); on the ART-comparison task, where the target's classes are balanced, centring would have cost
-3 points at 1% FPR and calibration leaves it off. ``by_class=True`` or ``False`` fixes the choice.
+to 11.4%); on the ART-comparison task, where the target's classes are balanced, always-on centring (with a
+fixed weight) cost 8 points of TPR at 1% FPR, and calibration leaves it off. ``by_class=True`` or
+``False`` fixes the choice.
 
 The z-sample is the population records when the audit has them, else the audit records themselves
 (their membership is never read, so the attack stays honest; a disjoint population is stronger).
