@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from membershield.audit import run_audit
@@ -90,3 +95,46 @@ def test_cache_round_trip_and_unwritable_directory(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="not writable"):
         LogitCache(blocker / "sub")
+
+
+def test_ctrl_c_stops_the_cli_with_code_130_and_keeps_finished_references(digits_audit, tmp_path) -> None:
+    """A real SIGINT to the command line, as Ctrl-C sends it, while reference models train."""
+    cache = tmp_path / "cache"
+    command = [
+        sys.executable, "-m", "membershield", "audit", "--model", str(digits_audit.overfit_model),
+        "--train", str(digits_audit.members), "--holdout", str(digits_audit.nonmembers),
+        "--label-column", "digit", "--attacks", "lira", "--references", "64", "--out", str(tmp_path / "out"),
+        "--cache", str(cache), "--store", str(tmp_path / "history.db"),
+    ]  # fmt: skip
+    audit = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job may inherit SIG_IGN
+    )
+    deadline = time.monotonic() + 120
+    while len(list(cache.glob("*.npy"))) < 2 and audit.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert audit.poll() is None, "the audit ended before it could be interrupted"
+    finished = len(list(cache.glob("*.npy")))
+    audit.send_signal(signal.SIGINT)
+    _, stderr = audit.communicate(timeout=60)
+    assert audit.returncode == 130
+    assert "interrupted: finished reference models are cached" in " ".join(stderr.split())
+    assert len(list(cache.glob("*.npy"))) >= finished >= 2
+    assert not (tmp_path / "out" / "audit.json").exists()
+
+
+def test_a_scikit_learn_mlp_that_swallows_ctrl_c_is_not_kept_half_trained(monkeypatch) -> None:
+    """scikit-learn's MLP catches KeyboardInterrupt and returns early with a warning; the recipe re-raises."""
+    from sklearn.neural_network import MLPClassifier
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MLPClassifier, "_backprop", interrupted)
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 4)))
+    y = np.arange(60) % 3
+    with pytest.raises(KeyboardInterrupt):
+        SklearnRecipe(MLPClassifier(max_iter=5), None).fit(X, y, np.arange(3), seed=0)

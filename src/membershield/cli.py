@@ -672,15 +672,23 @@ def keys_list(store: Annotated[str | None, typer.Option(help="History database, 
             typer.echo(f"{key.name}\t{role}\t{key.created_at.isoformat(timespec='seconds')}")
 
 
+INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
+INTERRUPTED_MESSAGE = "interrupted: finished reference models are cached; run the same command again to resume"
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Typer turns Ctrl-C inside a command into a returned 130 when not in standalone mode.
+        code = app(standalone_mode=False)
+        if code == INTERRUPTED:
+            errors.print(INTERRUPTED_MESSAGE)
+            sys.exit(INTERRUPTED)
     except MembershieldError as exc:
         errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        errors.print("interrupted: finished reference models are cached; run the same command again to resume")
-        sys.exit(130)
+        errors.print(INTERRUPTED_MESSAGE)
+        sys.exit(INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -14,6 +14,8 @@ from sklearn.exceptions import ConvergenceWarning
 from membershield.errors import InputDataError, ModelLoadError
 from membershield.targets.base import align_log_proba
 
+SKLEARN_INTERRUPTED = "Training interrupted by user"  # what scikit-learn's MLPs warn when they catch Ctrl-C
+
 
 def _feature_view(estimator: Any, features: pd.DataFrame, columns: list[str] | None) -> Any:
     """The features in the form the estimator was fitted on: named columns, or a plain array."""
@@ -72,7 +74,15 @@ class SklearnRecipe:
             # The target was trained with these settings; a reference that stops at the same iteration
             # cap is faithful to it, so the repeated warning would only bury the audit's output.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(view, labels)
+            # scikit-learn's MLPs catch Ctrl-C, warn and return the half-trained model, which would then
+            # be cached as a finished reference: the warning is turned back into the interruption.
+            warnings.filterwarnings("error", message=SKLEARN_INTERRUPTED)
+            try:
+                model.fit(view, labels)
+            except UserWarning as exc:
+                if SKLEARN_INTERRUPTED not in str(exc):
+                    raise
+                raise KeyboardInterrupt from exc
         return SklearnTarget(model, classes, self.columns)
 
     def identity(self) -> str:
