@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -210,6 +212,39 @@ def test_groups_on_threads_give_the_models_of_separate_training(monkeypatch: pyt
         alone = _state(train_vectorised(spec, X, y, 3, masks[k : k + 1], [k])[0])
         for name in alone:
             torch.testing.assert_close(together[k][name], alone[name], rtol=1e-4, atol=1e-5)
+
+
+def test_an_interrupted_group_stops_the_other_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ctrl-C reaches only the calling thread's group; the other group must stop too, not train on for the
+    # whole run while the caller waits for it.
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(200, 10)).astype(np.float32)
+    y = rng.integers(0, 3, size=200)
+    masks = rng.random((8, 200)) < 0.5
+    caller = threading.get_ident()
+    forwards = {"caller": 0, "other": 0}
+    real_forward = _LayerwiseEnsemble.forward
+
+    def counted(self: _LayerwiseEnsemble, inputs: torch.Tensor) -> torch.Tensor:
+        mine = threading.get_ident() == caller
+        forwards["caller" if mine else "other"] += 1
+        if mine and forwards["caller"] == 5:
+            raise KeyboardInterrupt
+        if not mine:
+            time.sleep(0.001)  # the other group would otherwise finish while the caller is still starting
+        return real_forward(self, inputs)
+
+    monkeypatch.setattr(_LayerwiseEnsemble, "forward", counted)
+    spec = _memorising_spec(epochs=200)  # 200 epochs x 4 steps
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_vectorised(spec, X, y, 3, masks, list(range(8)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert forwards["other"] < 200
 
 
 @pytest.mark.parametrize(("optimizer", "torch_optimizer"), [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])

@@ -21,7 +21,8 @@ then runs that loop, minibatch Adam on cross-entropy, for K models in lockstep:
   each trained as above by a thread of its own with one intra-op thread: small products split over
   several threads spend much of their time waiting on each other. Models never mix in a step (each has
   its own rows, products, loss terms and optimiser state), so a model is the same whichever group it
-  is in. The thread count is restored afterwards.
+  is in. The thread count is restored afterwards, and a failure or Ctrl-C in one group stops the others
+  at their next step.
 * Each model keeps its own minibatch schedule. Every epoch, model k shuffles its own ``n_k`` training
   rows with ``torch.randperm(n_k, generator=torch.Generator().manual_seed(seed_k))`` (one generator per
   model, drawn from once per epoch) and takes consecutive slices of ``batch_size`` rows, the last one
@@ -57,6 +58,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -229,17 +231,25 @@ def _train(
     # Every model's arithmetic is its own, so a model is the same whichever group it is in.
     bounds = np.linspace(0, len(models), groups + 1).round().astype(int)
 
+    stop = threading.Event()
+
     def run(group: int) -> None:
         torch.set_num_threads(1)
         part = slice(bounds[group], bounds[group + 1])
-        _train_group(spec, models[part], X, y, subsets[part], seeds[part])
+        _train_group(spec, models[part], X, y, subsets[part], seeds[part], stop)
 
     try:
         with ThreadPoolExecutor(groups - 1) as pool:
             others = [pool.submit(run, group) for group in range(1, groups)]
-            run(0)
-            for other in others:
-                other.result()
+            try:
+                run(0)
+                for other in others:
+                    other.result()
+            except BaseException:
+                # Ctrl-C reaches only this thread: the other groups stop at their next step rather than
+                # train on while the pool waits for them.
+                stop.set()
+                raise
     finally:
         torch.set_num_threads(threads)
 
@@ -251,6 +261,7 @@ def _train_group(
     y: np.ndarray,
     subsets: list[np.ndarray],
     seeds: list[int],
+    stop: threading.Event | None = None,
 ) -> None:
     K = len(models)
     features = torch.from_numpy(X)
@@ -268,6 +279,8 @@ def _train_group(
         rows, weights, active = _epoch_schedule(subsets, generators, spec.batch_size)
         everyone = active.all(1).tolist()
         for step in range(rows.shape[0]):
+            if stop is not None and stop.is_set():
+                return  # another group failed or was interrupted: these models will not be used
             batch = rows[step].view(-1)
             idle = None if everyone[step] else torch.nonzero(~active[step]).flatten()
             # A skipped model's buffers (running statistics) must not see its padding rows either.
