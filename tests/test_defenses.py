@@ -29,7 +29,7 @@ from membershield.defenses.training import DefendedRecipe, NoDefense, build_mode
 from membershield.errors import ConfigError
 from membershield.targets.torch import TorchRecipe
 from membershield.training.vectorised import VectorisedSpec
-from tests.test_cli import run_cli
+from tests.test_cli import assert_one_line_error, run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "torch_mlp.py"
 
@@ -94,15 +94,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture(scope="module")

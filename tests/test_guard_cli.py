@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 
 from membershield.guard.app import hash_key
 from membershield.store import open_store
-from tests.test_report import assert_one_line_error, run_cli
+from tests.test_cli import assert_one_line_error, run_cli
 
 
 def test_keys_create_prints_a_key_once_and_stores_its_hash(tmp_path, monkeypatch, capsys):

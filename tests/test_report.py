@@ -19,20 +19,11 @@ from membershield.audit import AuditRun, run_audit
 from membershield.cli import main
 from membershield.config import AuditConfig
 from membershield.report import fmt_rate, load_result, verdict
-from tests.test_cli import run_cli
+from tests.test_cli import assert_one_line_error, run_cli
 
 ATTACKS = ["loss", "lira", "rmia"]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture(scope="module")
