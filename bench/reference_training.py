@@ -8,8 +8,9 @@ epochs in minibatches of 128. One run measures, in this order:
     libraries in PyTorch, MKL (``torch.mm``) and oneDNN (``torch.ops.mkldnn._linear_pointwise``), the
     peak being the faster (on AMD CPUs MKL runs its AVX2 kernels and oneDNN its AVX-512 ones, about twice
     as fast, so ``torch.mm`` alone understates the machine); and, for reference, the rate of a training
-    step's matrix products run alone, as the vectorised trainer runs them (the most a step could reach
-    with everything else free);
+    step's matrix products run alone, as the vectorised trainer runs them (same kernel, layouts and
+    threads: the most a step could reach with everything else free), and of those products plus Adam's
+    update, which every step must also make (a pass over each model's weights, gradients and moments);
 (b) a plain sequential PyTorch loop (randperm, forward, backward, ``torch.optim.Adam``), seconds per model;
 (c) the vectorised trainer with 16 models: seconds per model, achieved GFLOP/s and % of the peak;
 (d) scaling: seconds per model with 4, 16 and 64 models;
@@ -36,6 +37,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -48,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from purchase_task import HIDDEN, N_CLASSES, N_FEATURES, build, purchase_like
 
 from membershield.training.plan import membership_plan
-from membershield.training.vectorised import VectorisedSpec, _linear_for, train_vectorised
+from membershield.training.vectorised import MODELS_PER_THREAD, VectorisedSpec, _linear_for, train_vectorised
 
 
 @dataclass(frozen=True)
@@ -92,35 +94,71 @@ def matmul_peaks(size: int = 2048, repeats: int = 10) -> dict[str, float]:
     return peaks
 
 
-def step_matmul_ceiling(models: int, batch_size: int, repeats: int = 5) -> float:
-    """GFLOP/s of one training step's matrix products alone (no autograd, no optimiser, no data).
+def step_ceiling(models: int, batch_size: int, repeats: int = 5) -> tuple[float, float]:
+    """GFLOP/s of one training step's matrix products alone, and of those products plus Adam's update.
 
-    The products the vectorised trainer runs for this MLP, one per model, with the same kernel and the
-    same operand layouts (some operands are transposed views, as the trainer passes them).
+    The products the vectorised trainer runs for this MLP, one per model, with the same kernel, operand
+    layouts (some operands are transposed views, as the trainer passes them) and threading: groups of
+    models, one Python thread with one intra-op thread each. Adam is the fused update the trainer calls,
+    on each group's weights and biases. No autograd, loss or data: the most a step could reach.
     """
-    K, B = models, batch_size
+    threads = torch.get_num_threads()
+    groups = max(1, min(threads, models // MODELS_PER_THREAD))
+    sizes = np.diff(np.linspace(0, models, groups + 1).round().astype(int))
     linear = _linear_for(torch.empty(1))  # a @ w.T; every operand below is one model's
+    B = batch_size
 
-    def r(*shape: int) -> list[torch.Tensor]:
-        return list(torch.randn(K, *shape).unbind(0))
+    def group_work(K: int) -> tuple[int, Callable[[], None], Callable[[], None]]:
+        def r(*shape: int) -> list[torch.Tensor]:
+            return list(torch.randn(K, *shape).unbind(0))
 
-    x, h, g = r(B, N_FEATURES), r(B, HIDDEN), r(B, N_CLASSES)  # layer inputs and output gradient
-    w1, w2 = r(HIDDEN, N_FEATURES), r(N_CLASSES, HIDDEN)
-    g1_t, g_t = r(HIDDEN, B), r(N_CLASSES, B)  # output gradients, transposed into row-major as the trainer does
-    products = [
-        *((x[k], w1[k]) for k in range(K)),  # forward, layer 1
-        *((h[k], w2[k]) for k in range(K)),  # forward, layer 2
-        *((g[k], w2[k].T) for k in range(K)),  # input gradient, layer 2
-        *((g_t[k], h[k].T) for k in range(K)),  # weight gradient, layer 2
-        *((g1_t[k], x[k].T) for k in range(K)),  # weight gradient, layer 1
-    ]
-    flops = sum(2 * a.shape[0] * a.shape[1] * w.shape[0] for a, w in products)
+        x, h, g = r(B, N_FEATURES), r(B, HIDDEN), r(B, N_CLASSES)  # layer inputs and output gradient
+        w1, w2 = r(HIDDEN, N_FEATURES), r(N_CLASSES, HIDDEN)
+        g1_t, g_t = r(HIDDEN, B), r(N_CLASSES, B)  # output gradients, transposed into row-major as the trainer does
+        products = [
+            *((x[k], w1[k]) for k in range(K)),  # forward, layer 1
+            *((h[k], w2[k]) for k in range(K)),  # forward, layer 2
+            *((g[k], w2[k].T) for k in range(K)),  # input gradient, layer 2
+            *((g_t[k], h[k].T) for k in range(K)),  # weight gradient, layer 2
+            *((g1_t[k], x[k].T) for k in range(K)),  # weight gradient, layer 1
+        ]
+        params = [t for k in range(K) for t in (w1[k], torch.randn(HIDDEN), w2[k], torch.randn(N_CLASSES))]
+        state = [[torch.randn_like(p) for p in params] for _ in range(3)]  # gradients and both moments
+        steps = [torch.ones(()) for _ in params]
 
-    def step() -> None:
-        for a, w in products:
-            linear(a, w)
+        def run_products() -> None:
+            for a, w in products:
+                linear(a, w)
 
-    return flops / _best_seconds(step, repeats) / 1e9
+        def run_adam() -> None:
+            torch._fused_adam_(
+                params, *state, [], steps, amsgrad=False, lr=1e-3, beta1=0.9, beta2=0.999,
+                weight_decay=0.0, eps=1e-8, maximize=False, grad_scale=None, found_inf=None,
+            )  # fmt: skip
+
+        return sum(2 * a.shape[0] * a.shape[1] * w.shape[0] for a, w in products), run_products, run_adam
+
+    work = [group_work(int(K)) for K in sizes]
+    flops = sum(w[0] for w in work)
+
+    def step(parts: tuple[int, ...]) -> Callable[[], None]:
+        def run_group(group: int) -> None:
+            torch.set_num_threads(1)
+            for part in parts:
+                work[group][part]()
+
+        def run() -> None:
+            list(pool.map(run_group, range(groups)))
+
+        return run
+
+    try:
+        with ThreadPoolExecutor(groups) as pool:
+            products_alone = _best_seconds(step((1,)), repeats)
+            with_adam = _best_seconds(step((1, 2)), repeats)
+    finally:
+        torch.set_num_threads(threads)
+    return flops / products_alone / 1e9, flops / with_adam / 1e9
 
 
 def sequential_loop(X: np.ndarray, y: np.ndarray, spec: VectorisedSpec, seed: int) -> nn.Module:
@@ -178,7 +216,7 @@ def main() -> None:
 
     main_plan = plans[setting.main_models]
     peaks: dict[str, float] = {}
-    ceiling = 0.0
+    ceiling = (0.0, 0.0)
     sequential = [math.inf] * setting.sequential_models
     vectorised = dict.fromkeys(counts, math.inf)
     rss_main = 0.0
@@ -186,7 +224,8 @@ def main() -> None:
         print(f"repeat {repeat + 1}: load average {os.getloadavg()[0]:.2f} (other processes share these cores)")
         for library, rate_now in matmul_peaks().items():
             peaks[library] = max(peaks.get(library, 0.0), rate_now)
-        ceiling = max(ceiling, step_matmul_ceiling(setting.main_models, setting.batch_size))
+        ceilings_now = step_ceiling(setting.main_models, setting.batch_size)
+        ceiling = (max(ceiling[0], ceilings_now[0]), max(ceiling[1], ceilings_now[1]))
         for k in range(setting.sequential_models):
             start = time.perf_counter()
             sequential_loop(X[main_plan[k]], y[main_plan[k]], spec, seed=k)
@@ -207,8 +246,9 @@ def main() -> None:
     print(f"(a) matmul peak (2048 x 2048, best of 10): {peak:.1f} GFLOP/s ({by_library})")
     mkl = peaks["torch.mm (MKL)"]
     print(
-        f"    the {setting.main_models}-model step's batched products alone: {ceiling:.1f} GFLOP/s"
-        f" ({100 * ceiling / peak:.0f}% of peak)"
+        f"    the {setting.main_models}-model step's products alone, threaded as the trainer runs them:"
+        f" {ceiling[0]:.1f} GFLOP/s ({100 * ceiling[0] / peak:.0f}% of peak); with Adam's update:"
+        f" {ceiling[1]:.1f} GFLOP/s ({100 * ceiling[1] / peak:.0f}% of peak)"
     )
     seq_rate = rate(int(main_plan[: setting.sequential_models].sum()), sum(sequential))
     seq_per_model = float(np.mean(sequential))
