@@ -122,6 +122,30 @@ def test_unreachable_ray_address_keeps_finished_references(digits_audit, tmp_pat
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == before
 
 
+def test_plan_with_an_unreachable_ray_address_fails_like_the_audit(digits_audit, tmp_path, monkeypatch, capsys) -> None:
+    if importlib.util.find_spec("ray") is None and os.environ.get("CI") != "true":
+        pytest.skip("Ray is not installed (pip install 'membershield[ray]')")
+    args = base_args(digits_audit, tmp_path, **{"--attacks": "lira", "--references": "2", "--backend": "ray"})
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--ray-address", "127.0.0.1:9", "--plan")
+    assert_one_line_error(code, err, "127.0.0.1:9", "--ray-address")
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_plan_probe_on_the_processes_backend_is_found_by_the_audit(digits_audit, tmp_path) -> None:
+    # The recipe declares vectorised training, which only the local backend uses: the probe must be
+    # trained and keyed as the processes backend trains, or the audit never finds it.
+    config = _config(
+        digits_audit, tmp_path, model=f"{RECIPE}:recipe", references=2, attacks=["rmia"], backend="processes", n_jobs=2
+    )
+    first = plan_audit(config)
+    assert (first.n_models, first.n_cached, first.n_to_train, first.parallelism) == (3, 0, 2, 2)
+    second = plan_audit(config)  # finds the first probe (the target), probes the first reference
+    assert (second.n_cached, second.n_to_train) == (1, 1)
+    run = run_audit(config)
+    assert (run.result.references["loaded_from_cache"], run.result.references["trained"]) == (1, 1)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3  # the target and two references, nothing stray
+
+
 def test_unwritable_cache_directory(digits_audit, tmp_path, monkeypatch, capsys) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")

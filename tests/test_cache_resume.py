@@ -17,6 +17,8 @@ from membershield.config import AuditConfig
 from membershield.targets.sklearn import SklearnRecipe
 from membershield.training.cache import LogitCache
 
+RECIPE = Path(__file__).resolve().parents[1] / "examples" / "torch_mlp.py"
+
 
 def _config(d, tmp_path: Path, **changes) -> AuditConfig:
     values = dict(
@@ -81,6 +83,46 @@ def test_changing_the_data_changes_the_key(digits_audit, tmp_path) -> None:
     run_audit(_config(digits_audit, tmp_path))
     other = run_audit(_config(digits_audit, tmp_path, population=str(digits_audit.population)))
     assert other.result.references["trained"] == 4
+
+
+def test_other_feature_columns_change_the_key(digits_audit, tmp_path) -> None:
+    # Same files, other columns: other models. Reusing the cached ones would report another model's leak.
+    # A recipe target, retrained on the columns given (a fitted estimator would refuse fewer columns).
+    recipe = dict(model=f"{RECIPE}:recipe", references=2, attacks=["loss", "rmia"])
+    full = run_audit(_config(digits_audit, tmp_path, **recipe))
+    dropped = run_audit(_config(digits_audit, tmp_path, ignore_columns=["pixel_0_1", "pixel_0_2"], **recipe))
+    assert dropped.result.references["trained"] == 2
+    assert dropped.result.data["n_features"] == full.result.data["n_features"] - 2
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 6  # targets too: three models for each column set
+    again = run_audit(_config(digits_audit, tmp_path, ignore_columns=["pixel_0_1", "pixel_0_2"], **recipe))
+    assert again.result.references["loaded_from_cache"] == 2
+
+
+def test_a_cache_that_fails_mid_run_is_a_config_error_and_leaves_no_partial_file(tmp_path) -> None:
+    cache = LogitCache(tmp_path / "c")
+    cache.store("first", np.ones((2, 3), dtype=np.float32))
+    for entry in (tmp_path / "c").iterdir():
+        entry.unlink()
+    (tmp_path / "c").rmdir()
+    (tmp_path / "c").write_text("")  # the directory is gone and a file stands in its place
+    from membershield.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot write to cache directory"):
+        cache.store("second", np.ones((2, 3), dtype=np.float32))
+    full = LogitCache(tmp_path / "d")
+    full.store("kept", np.ones((2, 3), dtype=np.float32))
+    real_save = np.save
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    np.save = disk_full
+    try:
+        with pytest.raises(ConfigError, match="No space left on device"):
+            full.store("second", np.ones((2, 3), dtype=np.float32))
+    finally:
+        np.save = real_save
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["kept.json", "kept.npy"]
 
 
 def test_cache_round_trip_and_unwritable_directory(tmp_path) -> None:

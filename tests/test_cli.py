@@ -54,6 +54,8 @@ def test_finished_audit_exits_zero_and_writes_files(digits_audit, tmp_path, monk
     assert code == 0, err
     assert "loss" in out and "AUC" in out
     assert (tmp_path / "out" / "audit.json").is_file() and (tmp_path / "out" / "scores.csv").is_file()
+    timing = [line for line in out.splitlines() if line.startswith("time: ")]
+    assert len(timing) == 1 and "loading" in timing[0] and "attacks" in timing[0], out
 
 
 def test_missing_data_file(digits_audit, tmp_path, monkeypatch, capsys) -> None:

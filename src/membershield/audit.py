@@ -7,7 +7,6 @@ Logits of the target and of every reference are computed once and shared by all 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from membershield.result import AttackResult, AuditResult
 from membershield.split_check import blind_split_check
 from membershield.targets import LoadedModel, load_model
 from membershield.training import LogitCache, ReferenceJob, membership_plan, train_or_load
-from membershield.training.backends import create_backend
+from membershield.training.backends import LocalBackend, create_backend
 from membershield.training.cache import cache_key
 from membershield.training.references import job_key
 
@@ -185,11 +184,24 @@ def prepare_audit(config: AuditConfig, model: LoadedModel | None = None) -> Prep
         labels=labels,
         classes=classes,
         fingerprints=fingerprints,
-        data_fingerprint=cache_key(*[f"{k}={v}" for k, v in sorted(fingerprints.items())]),
+        data_fingerprint=_data_fingerprint(fingerprints, config.label_column, list(features.columns)),
         n_references=n_references,
         keep=keep,
         jobs=jobs,
         target_job=target_job,
+    )
+
+
+def _data_fingerprint(file_digests: dict[str, str], label_column: str, feature_columns: list) -> str:
+    """The cache key's data part: the files' contents and which of their columns the models learn from.
+
+    Files alone are not enough: the same files with another ``--ignore-columns`` or ``--label-column``
+    train other models.
+    """
+    return cache_key(
+        *[f"{name}={digest}" for name, digest in sorted(file_digests.items())],
+        f"label={label_column}",
+        "features=" + "\x1f".join(str(column) for column in feature_columns),
     )
 
 
@@ -405,37 +417,45 @@ class AuditPlan:
     n_cached: int
     n_to_train: int
     probe_seconds: float | None
+    probe_cached: bool
     parallelism: int
     estimated_seconds: float
 
     def describe(self) -> str:
-        if self.n_to_train == 0:
+        if self.n_to_train == 0 and self.probe_seconds is None:
             return f"{self.n_models} models needed, all {self.n_cached} cached: the audit only queries and attacks."
-        probe = f"one model trained in {self.probe_seconds:.1f} s (now cached)" if self.probe_seconds else ""
+        probe = ""
+        if self.probe_seconds is not None:
+            kept = "now cached" if self.probe_cached else "not kept: no cache"
+            probe = f" one model trained in {self.probe_seconds:.1f} s ({kept});"
         return (
-            f"{self.n_models} models needed: {self.n_cached} cached, {self.n_to_train} to train;"
-            f" {probe}; estimated training time {self.estimated_seconds:.0f} s with {self.parallelism} worker(s)"
+            f"{self.n_models} models needed: {self.n_cached} cached, {self.n_to_train} to train;{probe}"
+            f" estimated training time {self.estimated_seconds:.0f} s with {self.parallelism} worker(s)"
         )
 
 
 def plan_audit(config: AuditConfig) -> AuditPlan:
     """Count the models an audit needs and how many are cached; time one model to estimate the rest.
 
-    The probe model is stored in the cache, so planning costs nothing that the audit would not spend.
+    The probe model is stored in the cache under the key the audit will look up, so planning costs
+    nothing that the audit would not spend. Non-local backends train one model per worker with the
+    recipe itself, so the probe trains so too, here.
     """
     prepared = prepare_audit(config)
     cache = LogitCache(config.cache) if config.cache else None
     recipe = prepared.loaded.recipe
     jobs = ([prepared.target_job] if prepared.target_job is not None else []) + prepared.jobs
     backend = create_backend(config.backend, config.ray_address, config.n_jobs, config.trainer)
-    tag = backend.model_tag(recipe) if hasattr(backend, "model_tag") else ""
+    tag = backend.model_tag(recipe)
     missing = [
         j for j in jobs if cache is None or cache.load(job_key(recipe, prepared.data_fingerprint, j, tag)) is None
     ]
-    parallelism = 1 if config.backend == "local" else (config.n_jobs or os.cpu_count() or 1)
+    parallelism = backend.parallelism() if missing else 1
     probe_seconds = None
     estimate = 0.0
     if missing:
+        probe_backend = backend if isinstance(backend, LocalBackend) else LocalBackend("sequential")
+        assert probe_backend.model_tag(recipe) == tag
         start = time.perf_counter()
         train_or_load(
             recipe,
@@ -445,7 +465,7 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
             missing[:1],
             prepared.data_fingerprint,
             cache,
-            backend=backend if config.backend == "local" else None,
+            backend=probe_backend,
         )
         probe_seconds = time.perf_counter() - start
         estimate = probe_seconds * (len(missing) - 1) / parallelism
@@ -455,6 +475,7 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
         n_cached=len(jobs) - len(missing),
         n_to_train=n_to_train,
         probe_seconds=probe_seconds,
+        probe_cached=cache is not None,
         parallelism=parallelism,
         estimated_seconds=estimate,
     )

@@ -80,7 +80,24 @@ def print_summary(result: AuditResult, out: Path) -> None:
         console.print(f"split check: blind AUC {s['blind_auc']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f}) {state}")
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
+    console.print(time_summary(result))
     console.print(f"wrote {out / 'audit.json'}, {out / 'scores.csv'} and {out / 'report.html'}")
+
+
+TIMING_NAMES = {"load": "loading", "target": "target", "references": "reference models", "split_check": "split check"}
+
+
+def time_summary(result: AuditResult) -> str:
+    """One line: where the audit's time went, the slowest attacks named."""
+    parts = []
+    for stage, seconds in result.timings.items():
+        if stage == "attacks":
+            slowest = sorted(result.attacks, key=lambda a: a.seconds, reverse=True)[:3]
+            detail = ", ".join(f"{a.name} {a.seconds:.1f}" for a in slowest if a.seconds >= 0.05)
+            parts.append(f"attacks {seconds:.1f} s" + (f" ({detail})" if detail else ""))
+        else:
+            parts.append(f"{TIMING_NAMES.get(stage, stage)} {seconds:.1f} s")
+    return "time: " + ", ".join(parts)
 
 
 class _RichProgress:
@@ -91,6 +108,10 @@ class _RichProgress:
     def __call__(self, stage: str, done: int, total: int) -> None:
         key = "attacks" if stage.startswith("attack") else stage
         if key not in self.tasks:
+            # A stage without countable steps is over when the next one begins: shown done, not pulsing.
+            for task in self.progress.tasks:
+                if task.total is None:
+                    self.progress.update(task.id, total=1, completed=1)
             self.tasks[key] = self.progress.add_task(stage, total=total or None)
         self.progress.update(self.tasks[key], completed=done, total=total or None, description=stage)
 

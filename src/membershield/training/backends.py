@@ -40,6 +40,14 @@ def train_job(
 class Backend(Protocol):
     name: str
 
+    def model_tag(self, recipe: Recipe) -> str:
+        """Part of each model's cache key: what makes this backend's models differ from another's."""
+        ...
+
+    def parallelism(self) -> int:
+        """How many models train at the same time (for time estimates)."""
+        ...
+
     def run(
         self,
         recipe: Recipe,
@@ -89,6 +97,9 @@ class LocalBackend:
         """Part of the cache key: vectorised and sequential training agree only up to float rounding."""
         return "vectorised" if self._spec(recipe) is not None else ""
 
+    def parallelism(self) -> int:
+        return 1
+
     def run(self, recipe, features, labels, classes, tasks):  # type: ignore[no-untyped-def]
         spec = self._spec(recipe)
         if spec is None:
@@ -117,6 +128,12 @@ class ProcessBackend:
     def __init__(self, n_jobs: int | None = None) -> None:
         self.n_jobs = n_jobs or max(1, os.cpu_count() or 1)
 
+    def model_tag(self, recipe: Recipe) -> str:
+        return ""  # one model per job, trained by the recipe itself, as the sequential local trainer does
+
+    def parallelism(self) -> int:
+        return self.n_jobs
+
     def run(self, recipe, features, labels, classes, tasks):  # type: ignore[no-untyped-def]
         from joblib import Parallel, delayed
 
@@ -134,15 +151,25 @@ class RayBackend:
             import ray
         except ImportError as exc:
             raise ConfigError("the ray backend needs Ray: pip install 'membershield[ray]'") from exc
+        if address and address != "auto":
+            check_reachable(address)  # now, not when the first model is due: a cached audit must fail too
         self.ray = ray
         self.address = address
         self.num_cpus = num_cpus
 
+    def model_tag(self, recipe: Recipe) -> str:
+        return ""  # one model per task, trained by the recipe itself, as the sequential local trainer does
+
+    def parallelism(self) -> int:
+        """The cluster's CPUs when joining one (this connects), else the local instance's."""
+        if not self.address:
+            return self.num_cpus or max(1, os.cpu_count() or 1)
+        self._connect()
+        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+
     def _connect(self) -> None:
         if self.ray.is_initialized():
             return
-        if self.address and self.address != "auto":
-            check_reachable(self.address)
         try:
             if self.address:
                 self.ray.init(address=self.address, log_to_driver=False)

@@ -7,6 +7,7 @@ damaged entry fails its checksum and is trained again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,13 +62,23 @@ class LogitCache:
             return None
 
     def store(self, key: str, array: np.ndarray) -> None:
+        """Write an entry whole or not at all; a failed write (full disk, directory gone) is a ConfigError."""
         data_path, meta_path = self._paths(key)
         tmp_data = data_path.with_suffix(f".npy.{os.getpid()}.tmp")
-        with tmp_data.open("wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        raw = tmp_data.read_bytes()
-        meta = {"sha256": hashlib.sha256(raw).hexdigest(), "shape": list(array.shape), "dtype": str(array.dtype)}
         tmp_meta = meta_path.with_suffix(f".json.{os.getpid()}.tmp")
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_data, data_path)
-        os.replace(tmp_meta, meta_path)
+        try:
+            with tmp_data.open("wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+            raw = tmp_data.read_bytes()
+            meta = {"sha256": hashlib.sha256(raw).hexdigest(), "shape": list(array.shape), "dtype": str(array.dtype)}
+            tmp_meta.write_text(json.dumps(meta))
+            os.replace(tmp_data, data_path)
+            os.replace(tmp_meta, meta_path)
+        except OSError as exc:
+            for path in (tmp_data, tmp_meta):
+                with contextlib.suppress(OSError):  # the directory itself may be gone: nothing to clean
+                    path.unlink(missing_ok=True)
+            raise ConfigError(
+                f"cannot write to cache directory {self.directory} ({exc.strerror or exc}); entries written"
+                " before are kept: free space or pass --cache DIR, then run again"
+            ) from exc

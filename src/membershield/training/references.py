@@ -60,7 +60,7 @@ def train_or_load(
     report = TrainingReport()
     out = np.empty((len(jobs), len(labels), len(classes)), dtype=np.float32)
     backend = backend or LocalBackend()
-    tag = backend.model_tag(recipe) if hasattr(backend, "model_tag") else ""
+    tag = backend.model_tag(recipe)
     keys = [job_key(recipe, data_fingerprint, job, tag) for job in jobs]
     tasks = []
     for k, job in enumerate(jobs):
@@ -82,10 +82,3 @@ def train_or_load(
             on_done(index, False)
     report.seconds_training = time.perf_counter() - start
     return out, report
-
-
-def count_cached(recipe: Recipe, jobs: list[ReferenceJob], data_fingerprint: str, cache: LogitCache | None) -> int:
-    """How many of ``jobs`` have a valid cache entry (checksums verified)."""
-    if cache is None:
-        return 0
-    return sum(cache.load(job_key(recipe, data_fingerprint, job)) is not None for job in jobs)
