@@ -102,6 +102,14 @@ def test_plan_flag_prints_and_exits_zero(digits_audit, tmp_path, monkeypatch, ca
     assert not (tmp_path / "out" / "audit.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "needle"), [("--ray-address", "127.0.0.1:9", "--backend ray"), ("--n-jobs", "2", "--backend")]
+)
+def test_an_option_of_another_backend_is_an_error(digits_audit, tmp_path, monkeypatch, capsys, option, value, needle):
+    code, _, err = run_cli(monkeypatch, capsys, *base_args(digits_audit, tmp_path), option, value)
+    assert_one_line_error(code, err, option.removeprefix("--").replace("-", "_"), needle)
+
+
 def test_unknown_backend(digits_audit, tmp_path, monkeypatch, capsys) -> None:
     code, _, err = run_cli(monkeypatch, capsys, *base_args(digits_audit, tmp_path, **{"--backend": "spark"}))
     assert_one_line_error(code, err, "'spark'", "local, processes, ray")

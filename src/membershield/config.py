@@ -62,6 +62,11 @@ class AuditConfig:
             raise ConfigError(f"unknown trainer '{self.trainer}': choose one of {', '.join(TRAINERS)}")
         if self.n_jobs is not None and self.n_jobs < 1:
             raise ConfigError(f"n_jobs must be 1 or more, got {self.n_jobs}")
+        # Options for another backend are mistakes, not preferences: training here instead would surprise.
+        if self.ray_address and self.backend != "ray":
+            raise ConfigError(f"ray_address applies to the ray backend only; add --backend ray (now {self.backend})")
+        if self.n_jobs is not None and self.backend == "local":
+            raise ConfigError("n_jobs applies to the processes and ray backends; add --backend processes or ray")
         self.fprs = sorted(float(f) for f in self.fprs)
         return self
 
