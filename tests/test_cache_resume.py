@@ -125,6 +125,33 @@ def test_a_cache_that_fails_mid_run_is_a_config_error_and_leaves_no_partial_file
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["kept.json", "kept.npy"]
 
 
+def test_a_new_model_version_reuses_references_unless_its_recipe_or_columns_differ(digits_audit, tmp_path) -> None:
+    import warnings
+
+    import joblib
+    from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
+
+    run_audit(_config(digits_audit, tmp_path))
+    members = pd.read_csv(digits_audit.members)
+    X, y = members.drop(columns="digit"), members["digit"]
+    template = clone(joblib.load(digits_audit.overfit_model))
+    seeds = {name: 7 for name in template.get_params(deep=True) if name.endswith("random_state")}
+    assert seeds, "the fixture's model should have a seed to change"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reseeded = clone(template).set_params(**seeds).fit(X, y)
+        fewer_columns = clone(template).fit(X.iloc[:, :60], y)
+    versions = {}
+    for name, model in (("reseeded", reseeded), ("fewer-columns", fewer_columns)):
+        joblib.dump(model, tmp_path / f"{name}.joblib")
+        versions[name] = run_audit(_config(digits_audit, tmp_path, model=str(tmp_path / f"{name}.joblib")))
+    # Only the target's seed changed: the references (each with its own seed) are the same models.
+    assert versions["reseeded"].result.references["loaded_from_cache"] == 4
+    # Trained on other columns: the references must be too.
+    assert versions["fewer-columns"].result.references["trained"] == 4
+
+
 def test_cache_round_trip_and_unwritable_directory(tmp_path) -> None:
     cache = LogitCache(tmp_path / "c")
     array = np.arange(12, dtype=np.float32).reshape(3, 4)

@@ -86,9 +86,15 @@ class SklearnRecipe:
         return SklearnTarget(model, classes, self.columns)
 
     def identity(self) -> str:
-        return f"sklearn:{type(self.template).__module__}.{type(self.template).__qualname__}:" + joblib.hash(
-            self.template.get_params(deep=True)
-        )
+        """The estimator's class, hyper-parameters and input columns: what every reference shares.
+
+        Seeds are left out (each reference gets its own), so a new version of a model that differs only
+        in its seed reuses the cached references; a model fitted on other columns does not.
+        """
+        # Every seed set alike, nested estimators' included (a Pipeline's steps carry theirs).
+        params = _seeded(clone(self.template), 0).get_params(deep=True)
+        kind = f"{type(self.template).__module__}.{type(self.template).__qualname__}"
+        return f"sklearn:{kind}:{joblib.hash(params)}:columns={joblib.hash(self.columns)}"
 
 
 def check_classifier(estimator: Any, path: str) -> None:
