@@ -53,8 +53,11 @@ def test_overfit_model_leaks_under_strong_attacks(overfit_run: AuditRun) -> None
         attack = result.attack(name)
         at_1 = _rate(attack, 0.01)
         assert at_1["measurable"]
-        # "Far above 1%": the whole 95% interval sits at least twice above the FPR.
-        assert at_1["ci_low"] > 0.02, (name, at_1)
+        # A model that leaks nothing has TPR = FPR at every FPR: the whole 95% interval (which accounts for
+        # the threshold being chosen on these non-members) sits above 1%, and the estimate is 5 times it.
+        assert at_1["ci_low"] > 0.01 and at_1["tpr"] > 0.05, (name, at_1)
+        at_10 = _rate(attack, 0.1)
+        assert at_10["ci_low"] > 0.1 and at_10["tpr"] > 0.2, (name, at_10)
         assert attack.auc >= loss.auc_ci_low, (name, attack.auc, loss.auc_ci_low)
         assert attack.auc_ci_low > 0.5
 

@@ -313,7 +313,7 @@ def test_dp_falls_back_to_per_record_gradients_for_tied_weights(small_task) -> N
 def comparison(digits, tmp_path_factory: pytest.TempPathFactory) -> dict:
     directory = tmp_path_factory.mktemp("compare")
     (directory / "small_mlp.py").write_text(SMALL_RECIPE)
-    digits.sample(400, random_state=0).to_csv(directory / "pool.csv", index=False)
+    digits.sample(900, random_state=0).to_csv(directory / "pool.csv", index=False)
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setattr(
         sys,
@@ -360,7 +360,7 @@ def test_compare_writes_every_variant_with_its_audit_and_utility(comparison) -> 
     doc, out = comparison["doc"], comparison["out"]
     names = [v["name"] for v in doc["variants"]]
     assert names == ["none", *TRAINING_DEFENSES, "output:top_k=1"]
-    assert doc["data"]["n_members"] == doc["data"]["n_holdout"] == 200
+    assert doc["data"]["n_members"] == doc["data"]["n_holdout"] == 450
     assert (out / "members.csv").is_file() and (out / "holdout.csv").is_file()
     html = (out / "compare.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.replace("http-equiv", "")

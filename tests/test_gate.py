@@ -8,6 +8,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from membershield.audit import run_audit
@@ -19,11 +20,11 @@ from membershield.gate import (
     junit_tree,
     load_audit,
     load_policy,
-    nonmembers_needed,
     parse_policy,
     policy_problems,
     write_junit,
 )
+from membershield.metrics import nonmembers_needed, tpr_at_fpr
 from membershield.store import open_store
 from tests.test_cli import run_cli
 
@@ -133,7 +134,7 @@ def test_unmeasurable_rate_fails_unless_the_policy_allows_it(audits) -> None:
     assert not verdict.passed
     assert len(verdict.failures) == 2  # one per attack
     for check in verdict.failures:
-        assert check.reason.startswith("not measurable: need ≥ 1000 non-members"), check.reason
+        assert check.reason.startswith("not measurable: need ≥ 4380 non-members"), check.reason
         assert "600" in check.reason
     allowed = evaluate(audit, policy(max_tpr_at_fpr={"0.001": 0.5}, allow_unmeasurable=True))
     assert allowed.passed
@@ -190,12 +191,13 @@ def test_newcombe_interval_of_a_perfect_training_accuracy() -> None:
 
 
 def test_nonmembers_needed_matches_the_measurability_rule() -> None:
-    assert nonmembers_needed(0.001) == 1000
-    assert nonmembers_needed(0.01) == 100
-    assert nonmembers_needed(0.003) == 334
-    for fpr in (0.001, 0.01, 0.003, 0.29):
+    rng = np.random.default_rng(0)
+    for fpr in (0.01, 0.003, 0.1, 0.29):
         n = nonmembers_needed(fpr)
-        assert fpr >= 1 / n and fpr < 1 / (n - 1)
+        for n_out, measurable in ((n, True), (n - 1, False)):
+            scores = rng.normal(size=50 + n_out)
+            is_member = np.r_[np.ones(50, bool), np.zeros(n_out, bool)]
+            assert tpr_at_fpr(scores, is_member, fpr).measurable is measurable, (fpr, n_out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,7 +324,7 @@ def test_junit_xml_has_one_testcase_per_check_and_the_failures(audits, tmp_path)
     failures = [case for case in cases if case.find("failure") is not None]
     assert len(failures) == len(verdict.failures) == int(suite.get("failures")) > 0
     messages = [case.find("failure").get("message") for case in failures]
-    assert any("not measurable: need ≥ 1000 non-members" in m for m in messages)
+    assert any("not measurable: need ≥ 4380 non-members" in m for m in messages)
     assert any(m.startswith("lira AUC") for m in messages)
     assert ET.tostring(junit_tree(verdict).getroot()).startswith(b"<testsuites")
 
@@ -359,7 +361,7 @@ def test_cli_gate_exit_codes(audits, tmp_path, monkeypatch, capsys) -> None:
     assert code == 1, out + err
     fail_lines = [line for line in out.splitlines() if line.startswith("FAIL ")]
     assert any(line.startswith("FAIL lira AUC: ") and "limit 0.6" in line for line in fail_lines), out
-    assert sum("not measurable: need ≥ 1000 non-members" in line for line in fail_lines) == 2
+    assert sum("not measurable: need ≥ 4380 non-members" in line for line in fail_lines) == 2
     assert "gate FAILED" in out
     assert ET.parse(junit).getroot().find("testsuite").get("failures") == str(len(fail_lines))
 

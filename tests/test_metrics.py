@@ -21,11 +21,13 @@ from membershield.metrics import (
     clopper_pearson,
     empirical_epsilon_lower_bound,
     membership_advantage,
+    nonmembers_needed,
     ppv_at_prior,
     roc,
     slice_metrics,
     top_exposed,
     tpr_at_fpr,
+    unresolved_fprs,
 )
 
 # 4 members, 4 non-members, one member/non-member tie at 0.6.
@@ -55,24 +57,70 @@ def test_auc_small_case_tie_counts_half() -> None:
     assert auc(SMALL_SCORES, SMALL_MEMBER) == pytest.approx((4 + 4 + 2.5 + 2) / 16)
 
 
-def test_tpr_at_fpr_small_case() -> None:
-    zero = tpr_at_fpr(SMALL_SCORES, SMALL_MEMBER, 0.25)
-    assert zero.measurable and zero.tp == 2 and zero.fp == 0 and zero.tpr == 0.5
+# The small case with every record repeated 20 times: 80 members, 80 non-members, enough for FPRs >= 6%.
+REPEATED_SCORES = np.repeat(SMALL_SCORES, 20)
+REPEATED_MEMBER = np.repeat(SMALL_MEMBER, 20)
+
+
+def test_tpr_at_fpr_point_estimate_small_case() -> None:
+    zero = tpr_at_fpr(REPEATED_SCORES, REPEATED_MEMBER, 0.25)
+    assert zero.measurable and zero.tp == 40 and zero.fp == 0 and zero.tpr == 0.5
     assert zero.achieved_fpr == 0.0
-    half = tpr_at_fpr(SMALL_SCORES, SMALL_MEMBER, 0.5)
-    assert half.tp == 4 and half.fp == 2 and half.tpr == 1.0 and half.achieved_fpr == 0.5
-    # 0.4 admits the point at 0.7 (tp 2, fp 1) but not the tied 0.6 (tp 3, fp 2); the point at 0.8 has
+    half = tpr_at_fpr(REPEATED_SCORES, REPEATED_MEMBER, 0.5)
+    assert half.tp == 80 and half.fp == 40 and half.tpr == 1.0 and half.achieved_fpr == 0.5
+    # 0.4 admits the point at 0.7 (tp 40, fp 20) but not the tied 0.6 (tp 60, fp 40); the point at 0.8 has
     # the same TPR with no false positive and is preferred.
-    between = tpr_at_fpr(SMALL_SCORES, SMALL_MEMBER, 0.4)
-    assert between.tp == 2 and between.fp == 0 and between.achieved_fpr == 0.0
-    interval = clopper_pearson(2, 4)
-    assert (between.ci_low, between.ci_high) == (interval.low, interval.high)
+    between = tpr_at_fpr(REPEATED_SCORES, REPEATED_MEMBER, 0.4)
+    assert between.tp == 40 and between.fp == 0 and between.achieved_fpr == 0.0
+
+
+def test_tpr_at_fpr_interval_brackets_the_fpr_with_certified_thresholds() -> None:
+    from scipy.stats import beta
+
+    tail = 0.05 / 4
+    result = tpr_at_fpr(REPEATED_SCORES, REPEATED_MEMBER, 0.25)
+    # Points of the curve (fp, tp): (0, 20) (0, 40) (20, 40) (40, 60) (40, 80) (60, 80) (80, 80).
+    # Surely at most 25% FPR: fp = 0 only (the upper limit of 20 / 80 is above 0.25), best tp 40.
+    assert beta.ppf(1 - tail, 21, 60) > 0.25
+    assert result.ci_low == pytest.approx(beta.ppf(tail, 40, 41))
+    # Surely at least 25%: the lower limit of 40 / 80 is above 0.25, that of 20 / 80 is not; at fp = 40
+    # the first point has tp 60.
+    assert beta.ppf(tail, 20, 61) < 0.25 < beta.ppf(tail, 40, 41)
+    assert result.ci_high == pytest.approx(beta.ppf(1 - tail, 61, 20))
+    assert result.ci_low <= result.tpr <= result.ci_high
+
+
+def test_tpr_at_fpr_interval_does_not_claim_leakage_on_noise() -> None:
+    # A threshold chosen on the same non-members must not make pure noise look like a leak: the lower
+    # limit may exceed the true TPR (equal to the FPR here) in at most 2.5% of audits.
+    rng = np.random.default_rng(11)
+    m = np.r_[np.ones(3000, bool), np.zeros(1000, bool)]
+    for fpr in (0.01, 0.1):
+        above = sum(tpr_at_fpr(rng.normal(size=4000), m, fpr).ci_low > fpr for _ in range(200))
+        assert above <= 5, (fpr, above)
+    covered = 0
+    for _ in range(200):
+        s = np.r_[rng.normal(1.0, 1.0, 3000), rng.normal(0.0, 1.0, 1000)]
+        result = tpr_at_fpr(s, m, 0.01)
+        true_tpr = 1 - _normal_cdf(_normal_quantile(0.99) - 1.0)
+        covered += result.ci_low <= true_tpr <= result.ci_high
+    assert covered >= 190
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def _normal_quantile(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
 
 
 def test_tpr_at_fpr_never_exceeds_requested_fpr() -> None:
     rng = np.random.default_rng(3)
-    m = rng.random(300) < 0.5
-    s = rng.normal(size=300) + m
+    m = rng.random(3000) < 0.5
+    s = rng.normal(size=3000) + m
     for f in (0.01, 0.05, 0.1, 0.29, 0.5):
         result = tpr_at_fpr(s, m, f)
         assert result.achieved_fpr is not None and result.achieved_fpr <= f
@@ -88,13 +136,34 @@ def test_tpr_at_fpr_admits_exact_boundary_despite_float_rounding() -> None:
     assert result.fp == 29 and result.tpr == 1.0
 
 
-def test_membership_advantage_small_case() -> None:
-    # Best gap: threshold 0.8 (TPR 0.5, FPR 0) or 0.3 (TPR 1, FPR 0.5) both give 0.5.
-    assert membership_advantage(SMALL_SCORES, SMALL_MEMBER) == pytest.approx(0.5)
+def test_membership_advantage_separable_and_anti_correlated() -> None:
+    rng = np.random.default_rng(4)
+    m = np.r_[np.ones(200, bool), np.zeros(200, bool)]
+    separable = membership_advantage(np.where(m, 2.0, 0.0) + rng.random(400), m)
+    assert separable.value == 1.0 and separable.tp == 200 and separable.fp == 0
+    assert 0.95 < separable.ci_low <= separable.value <= separable.ci_high == 1.0
+    # Scores that point the wrong way: no threshold of the form "score >= t" gains anything.
+    reversed_ = membership_advantage(-np.where(m, 2.0, 0.0) - rng.random(400), m)
+    assert reversed_.value == 0.0 and reversed_.tp == 0 and reversed_.fp == 0
+    assert reversed_.ci_low < 0.0 < reversed_.ci_high
 
 
-def test_membership_advantage_is_zero_for_anti_correlated_scores() -> None:
-    assert membership_advantage(-SMALL_SCORES[[0, 1, 3, 6, 7]], [1, 1, 1, 0, 0]) == 0.0
+def test_membership_advantage_is_unbiased_on_noise_and_its_interval_covers_zero() -> None:
+    # The best threshold on the same records would report about 0.06 here; held-out thresholds do not.
+    rng = np.random.default_rng(5)
+    m = np.r_[np.ones(200, bool), np.zeros(200, bool)]
+    results = [membership_advantage(rng.normal(size=400), m, seed=i) for i in range(200)]
+    assert abs(np.mean([r.value for r in results])) < 0.01
+    assert sum(r.ci_low <= 0.0 <= r.ci_high for r in results) >= 185
+
+
+def test_membership_advantage_is_reproducible_and_validates() -> None:
+    rng = np.random.default_rng(6)
+    m = rng.random(300) < 0.5
+    s = rng.normal(size=300) + m
+    assert membership_advantage(s, m, seed=3) == membership_advantage(s, m, seed=3)
+    with pytest.raises(InputDataError, match="at least 2 members"):
+        membership_advantage([0.1, 0.2, 0.3], [True, False, False])
 
 
 def test_ppv_at_prior() -> None:
@@ -210,7 +279,7 @@ def test_tpr_at_fpr_monotone_and_interval_contains_tpr(
     was_measurable = False
     for f in sorted(budgets):
         result = tpr_at_fpr(s, m, f)
-        assert result.measurable == (f >= 1.0 / result.n_nonmembers)
+        assert result.measurable == (not unresolved_fprs([f], result.n_nonmembers))
         assert not (was_measurable and not result.measurable)
         if result.measurable:
             assert result.tpr is not None and result.ci_low is not None and result.ci_high is not None
@@ -239,18 +308,21 @@ def test_clopper_pearson_contains_point_estimate(counts: tuple[int, int], confid
 # ---------------------------------------------------------------------------- measurability
 
 
-def test_tpr_not_measurable_below_one_over_n_nonmembers() -> None:
+def test_tpr_not_measurable_with_too_few_nonmembers() -> None:
     rng = np.random.default_rng(0)
     m = np.r_[np.ones(500, bool), np.zeros(500, bool)]
     s = rng.normal(size=1000) + m
-    result = tpr_at_fpr(s, m, 0.001)
+    # 500 non-members: one false positive would be 0.2%, but even none only shows the FPR is below 0.9%.
+    assert nonmembers_needed(0.01) > 100 and nonmembers_needed(0.01) <= 500 < nonmembers_needed(0.005)
+    result = tpr_at_fpr(s, m, 0.005)
     assert not result.measurable
     assert result.tpr is None and result.ci_low is None and result.tp is None and result.achieved_fpr is None
     assert result.n_nonmembers == 500
-    assert tpr_at_fpr(s, m, 0.002).measurable
+    assert tpr_at_fpr(s, m, 0.01).measurable
+    assert unresolved_fprs([0.001, 0.005, 0.01, 0.1], 500) == [0.001, 0.005]
     encoded = json.loads(json.dumps(result.to_dict()))
     assert encoded == {
-        "fpr": 0.001,
+        "fpr": 0.005,
         "tpr": None,
         "ci_low": None,
         "ci_high": None,
@@ -263,8 +335,17 @@ def test_tpr_not_measurable_below_one_over_n_nonmembers() -> None:
     }
 
 
+def test_nonmembers_needed_known_values() -> None:
+    # n such that 1 - tail ** (1 / n) <= fpr, tail = 0.0125: n >= log(0.0125) / log(1 - fpr).
+    assert nonmembers_needed(0.001) == 4380
+    assert nonmembers_needed(0.01) == 437
+    assert nonmembers_needed(0.1) == 42
+    with pytest.raises(ConfigError):
+        nonmembers_needed(0.0)
+
+
 def test_tpr_to_dict_is_json_ready() -> None:
-    result = tpr_at_fpr(SMALL_SCORES, SMALL_MEMBER, 0.25)
+    result = tpr_at_fpr(REPEATED_SCORES, REPEATED_MEMBER, 0.25)
     assert isinstance(result, TprAtFpr)
     d = result.to_dict()
     assert json.loads(json.dumps(d)) == d
@@ -336,21 +417,21 @@ def test_top_exposed_order_and_percentile() -> None:
 
 
 def test_slice_metrics_two_slices_and_memberless_slice() -> None:
-    s = np.r_[SMALL_SCORES, [0.5, 0.4]]
-    m = np.r_[SMALL_MEMBER, [False, False]]
-    slices = np.array(["b"] * 8 + ["a"] * 2)
+    s = np.r_[REPEATED_SCORES, [0.5, 0.4]]
+    m = np.r_[REPEATED_MEMBER, [False, False]]
+    slices = np.array(["b"] * 160 + ["a"] * 2)
     result = slice_metrics(s, m, slices, fprs=(0.25, 0.5))
     assert [r["slice"] for r in result] == ["a", "b"]
     a, b = result
     assert (a["n_members"], a["n_nonmembers"]) == (0, 2)
     assert a["auc"] is None and a["auc_ci_low"] is None and a["auc_ci_high"] is None
     assert [t["measurable"] for t in a["tpr_at_fpr"]] == [False, False]
-    assert (b["n_members"], b["n_nonmembers"]) == (4, 4)
-    assert b["auc"] == pytest.approx(auc(SMALL_SCORES, SMALL_MEMBER))
+    assert (b["n_members"], b["n_nonmembers"]) == (80, 80)
+    assert b["auc"] == pytest.approx(auc(REPEATED_SCORES, REPEATED_MEMBER))
     assert b["auc_ci_low"] <= b["auc"] <= b["auc_ci_high"]
     assert b["tpr_at_fpr"] == [
-        tpr_at_fpr(SMALL_SCORES, SMALL_MEMBER, 0.25).to_dict(),
-        tpr_at_fpr(SMALL_SCORES, SMALL_MEMBER, 0.5).to_dict(),
+        tpr_at_fpr(REPEATED_SCORES, REPEATED_MEMBER, 0.25).to_dict(),
+        tpr_at_fpr(REPEATED_SCORES, REPEATED_MEMBER, 0.5).to_dict(),
     ]
     assert json.loads(json.dumps(result)) == result
 

@@ -6,7 +6,14 @@ import numpy as np
 
 from membershield import metrics
 from membershield.attacks import AttackInputs, create_attack
-from membershield.attacks.rmia import DEFAULT_TEMPERATURE, RmiaOnline, _online_marginal, calibrate, centre_by_class
+from membershield.attacks.rmia import (
+    DEFAULT_TEMPERATURE,
+    RmiaOnline,
+    _online_marginal,
+    calibrate,
+    centre_by_class,
+    rmia_scores,
+)
 from membershield.signals import true_class_confidence
 from membershield.training import membership_plan
 
@@ -129,3 +136,17 @@ def test_class_centring_recovers_power_lost_to_classes_of_unequal_difficulty() -
     assert attack.params()["by_class"] is True
     flat_auc = metrics.auc(np.asarray(RmiaOnline(by_class=False).score(inputs))[:n_audit], is_member[:n_audit])
     assert centred_auc > 0.8 and centred_auc > flat_auc + 0.1
+
+
+def test_equal_ratios_get_equal_scores_whatever_their_rows() -> None:
+    # Audit rows come members first: breaking ties by position would rank tied members below tied
+    # non-members (AUC 0 on a model whose outputs say nothing). Scores also stay below 1.
+    log_ratio = np.r_[np.zeros(50), np.zeros(50), np.linspace(-1.0, 1.0, 40)]
+    z_rows = np.arange(100, 140)
+    scores = rmia_scores(log_ratio, z_rows, gamma=1.0)
+    assert np.all(scores[:100] == scores[0])
+    is_member = np.r_[np.ones(50, bool), np.zeros(50, bool)]
+    assert metrics.auc(scores[:100], is_member) == 0.5
+    assert np.all((scores >= 0) & (scores < 1))
+    # Order among distinct ratios is kept.
+    assert np.all(np.diff(scores[100:]) > 0)

@@ -21,6 +21,7 @@ from rich.table import Table
 from membershield.attacks import REGISTRY
 from membershield.config import build_config, read_config_file
 from membershield.errors import MembershieldError
+from membershield.metrics import nonmembers_needed, unresolved_fprs
 from membershield.result import AuditResult
 
 app = typer.Typer(
@@ -45,7 +46,7 @@ def summary_table(result: AuditResult) -> Table:
     table.add_column("AUC (95% CI)", justify="right")
     for fpr in result.config["fprs"]:
         table.add_column(f"TPR % @ {100 * fpr:g}% FPR", justify="right")
-    table.add_column("adv.", justify="right")
+    table.add_column("adv. (95% CI)", justify="right")
     table.add_column(f"ε ≥ (δ={result.config['delta']:g})", justify="right")
     for attack in result.attacks:
         cells = [attack.name, f"{attack.auc:.3f} ({attack.auc_ci_low:.3f}–{attack.auc_ci_high:.3f})"]
@@ -54,16 +55,19 @@ def summary_table(result: AuditResult) -> Table:
                 cells.append(f"{_pct(rate['tpr'])} ({_pct(rate['ci_low'])}–{_pct(rate['ci_high'])})")
             else:
                 cells.append("not measurable")
-        cells += [f"{attack.advantage:.3f}", f"{attack.epsilon_lower_bound:.2f}"]
+        advantage = f"{attack.advantage:.3f}"
+        if attack.advantage_ci_low is not None and attack.advantage_ci_high is not None:
+            advantage += f" ({attack.advantage_ci_low:.2f}–{attack.advantage_ci_high:.2f})"
+        cells += [advantage, f"{attack.epsilon_lower_bound:.2f}"]
         table.add_row(*cells)
     return table
 
 
 def print_summary(result: AuditResult, out: Path) -> None:
     console.print(summary_table(result))
-    unresolved = [f for f in result.config["fprs"] if f * result.data["n_nonmembers"] < 1]
+    unresolved = unresolved_fprs(result.config["fprs"], result.data["n_nonmembers"])
     if unresolved:
-        need = round(1 / min(unresolved))
+        need = nonmembers_needed(min(unresolved))
         console.print(
             f"not measurable: {result.data['n_nonmembers']} non-members cannot resolve an FPR of"
             f" {', '.join(f'{100 * f:g}%' for f in unresolved)} (that needs at least {need})."

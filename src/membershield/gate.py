@@ -29,6 +29,7 @@ from typing import Any
 
 from membershield.attacks import REGISTRY
 from membershield.errors import ConfigError, InputDataError
+from membershield.metrics import nonmembers_needed
 
 BOUNDS = ("upper", "point")
 REGRESSION_METRICS = ("auc", "advantage", "epsilon_lower_bound")
@@ -336,16 +337,6 @@ def _limit_check(
     return Check(attack, metric, True, value, low, high, limit, f"{what} {_fmt(judged)} within the limit{aside}")
 
 
-def nonmembers_needed(fpr: float) -> int:
-    """The fewest non-members for which an FPR of ``fpr`` is measurable (``fpr >= 1 / n``)."""
-    n = max(1, math.ceil(1.0 / fpr))
-    while fpr < 1.0 / n:
-        n += 1
-    while n > 1 and fpr >= 1.0 / (n - 1):
-        n -= 1
-    return n
-
-
 def _tpr_checks(attack: Mapping[str, Any], policy: Policy, n_nonmembers: Any) -> list[Check]:
     checks = []
     rates = attack.get("tpr_at_fpr") or []
@@ -502,9 +493,10 @@ def evaluate(audit: Mapping[str, Any], policy: Policy, previous: Mapping[str, An
             )
         checks += _tpr_checks(attack, policy, n_nonmembers)
         if policy.max_advantage is not None:
-            value = attack.get("advantage")
-            aside = " (the audit gives no interval for it)"
-            checks.append(_limit_check(name, "advantage", policy.max_advantage, "point", value, aside=aside))
+            low, high = attack.get("advantage_ci_low"), attack.get("advantage_ci_high")
+            aside = "" if high is not None else " (this audit gives no interval for it)"
+            value, limit = attack.get("advantage"), policy.max_advantage
+            checks.append(_limit_check(name, "advantage", limit, policy.bound, value, low, high, aside=aside))
         if policy.max_epsilon_lower_bound is not None:
             value = attack.get("epsilon_lower_bound")
             what = "95% lower confidence bound"

@@ -11,8 +11,8 @@ Bad arrays raise :class:`~membershield.errors.InputDataError`; an option out of 
 confidence level, ``delta``, ``k``) raises :class:`~membershield.errors.ConfigError`. Nothing here keeps
 state, prints, or draws randomness without a ``seed``.
 
-Rates come with the counts behind them and an exact interval, and a TPR at an FPR below
-``1 / n_nonmembers`` is reported as not measurable rather than as a number (Carlini et al. 2022,
+Rates come with the counts behind them and an exact interval, and a TPR at an FPR that the non-members
+cannot certify (:func:`nonmembers_needed`) is reported as not measurable rather than as a number (Carlini et al. 2022,
 "Membership Inference Attacks From First Principles", argue for TPR at low FPR as the headline metric).
 """
 
@@ -32,6 +32,7 @@ from sklearn.metrics import roc_curve
 from membershield.errors import ConfigError, InputDataError
 
 __all__ = [
+    "Advantage",
     "EpsilonBound",
     "Interval",
     "RocCurve",
@@ -40,12 +41,15 @@ __all__ = [
     "auc_with_ci",
     "clopper_pearson",
     "empirical_epsilon_lower_bound",
+    "headline_ppv",
     "membership_advantage",
+    "nonmembers_needed",
     "ppv_at_prior",
     "roc",
     "slice_metrics",
     "top_exposed",
     "tpr_at_fpr",
+    "unresolved_fprs",
 ]
 
 
@@ -245,8 +249,12 @@ def auc_with_ci(scores: ArrayLike, is_member: ArrayLike, confidence: float = 0.9
 class TprAtFpr:
     """TPR at the best threshold whose FPR does not exceed ``fpr``, with its counts and interval.
 
-    ``measurable`` is False when ``fpr < 1 / n_nonmembers``: no threshold other than "flag nothing" can be
-    shown to keep the FPR that low, so ``tpr``, its interval, ``achieved_fpr``, ``tp`` and ``fp`` are None.
+    ``tpr``, ``tp``, ``fp`` and ``achieved_fpr`` describe the threshold chosen on these records (the
+    point estimate). ``[ci_low, ci_high]`` covers the true TPR at a true FPR of ``fpr`` (see
+    :func:`tpr_at_fpr`), which accounts for the threshold having been chosen on the same non-members.
+    ``measurable`` is False when there are fewer than :func:`nonmembers_needed` non-members: then not
+    even flagging a single record can be shown to keep the FPR that low, and every value but the counts
+    of records is None.
     """
 
     fpr: float
@@ -291,24 +299,90 @@ def _unmeasurable(fpr: float, n_members: int, n_nonmembers: int) -> TprAtFpr:
     )
 
 
+def _one_sided_upper(successes: np.ndarray, trials: int, tail: float) -> np.ndarray:
+    """Clopper-Pearson upper limits that each exceed their true rate with probability at most ``tail``."""
+    x = np.asarray(successes, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(x < trials, beta.ppf(1.0 - tail, x + 1, np.maximum(trials - x, 1)), 1.0)
+
+
+def _one_sided_lower(successes: np.ndarray, trials: int, tail: float) -> np.ndarray:
+    """Clopper-Pearson lower limits that each fall below their true rate with probability at most ``tail``."""
+    x = np.asarray(successes, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(x > 0, beta.ppf(tail, np.maximum(x, 1), trials - x + 1), 0.0)
+
+
+def _tpr_tail(confidence: float) -> float:
+    # Each side of the interval can fail in two ways (the threshold's FPR or its TPR): a quarter each.
+    return (1.0 - confidence) / 4.0
+
+
+def nonmembers_needed(fpr: float, confidence: float = 0.95) -> int:
+    """The fewest non-members with which a TPR at ``fpr`` is measurable by :func:`tpr_at_fpr`.
+
+    With ``n`` non-members and none flagged, the FPR is only known to be below ``1 - tail ** (1 / n)``
+    (``tail = (1 - confidence) / 4``); a TPR "at FPR ``fpr``" needs that limit to be at most ``fpr``:
+    about ``4.4 / fpr`` at 95% (4,380 for 0.1%, 436 for 1%, 42 for 10%).
+    """
+    fpr = _check_rate("fpr", fpr)
+    confidence = _check_confidence(confidence)
+    if fpr <= 0.0:
+        raise ConfigError("fpr must be above 0 for a TPR at it to be measurable")
+    tail = _tpr_tail(confidence)
+    estimate = math.log(tail) / math.log1p(-fpr) if fpr < 1.0 else 1.0
+    if not estimate < 1e15:
+        raise ConfigError(f"fpr {fpr:g} is too small to measure with any realistic number of non-members")
+    n = max(1, math.ceil(estimate))
+    # The closed form can be off by one in floating point; settle it on the rule itself.
+    while not _enough_nonmembers(n, fpr, tail):
+        n += 1
+    while n > 1 and _enough_nonmembers(n - 1, fpr, tail):
+        n -= 1
+    return n
+
+
+def _enough_nonmembers(n: int, fpr: float, tail: float) -> bool:
+    """Whether ``n`` non-members, none flagged, show the FPR to be at most ``fpr``: ``1 - tail ** (1 / n)``."""
+    return -math.expm1(math.log(tail) / n) <= fpr
+
+
+def unresolved_fprs(fprs: Sequence[float], n_nonmembers: int, confidence: float = 0.95) -> list[float]:
+    """The FPRs in ``fprs`` at which ``n_nonmembers`` non-members leave a TPR not measurable."""
+    tail = _tpr_tail(_check_confidence(confidence))
+    return [f for f in fprs if f <= 0.0 or not _enough_nonmembers(max(n_nonmembers, 1), f, tail)]
+
+
 def _tpr_at_fpr_from_roc(curve: RocCurve, fpr: float, confidence: float) -> TprAtFpr:
     n_pos, n_neg = curve.n_members, curve.n_nonmembers
+    if fpr <= 0.0 or not _enough_nonmembers(n_neg, fpr, _tpr_tail(confidence)):
+        return _unmeasurable(fpr, n_pos, n_neg)
     # Compare fp / n against fpr (both correctly rounded) rather than fpr * n against an integer: a
     # requested 0.29 with 100 non-members must admit 29 false positives, and 0.29 * 100 < 29 in floats.
-    if fpr < 1.0 / n_neg:
-        return _unmeasurable(fpr, n_pos, n_neg)
     admissible = curve.fp / n_neg <= fpr
     # tp and fp are non-decreasing along the curve, so the last admissible point has the highest TPR;
     # the first point with that TP count reaches it at the lowest FPR.
     last = int(np.flatnonzero(admissible)[-1])
     best = int(np.flatnonzero(curve.tp == curve.tp[last])[0])
     tp, fp = int(curve.tp[best]), int(curve.fp[best])
-    interval = clopper_pearson(tp, n_pos, confidence)
+    # The interval brackets the threshold whose true FPR is exactly ``fpr`` between two thresholds that
+    # the non-members certify: one whose FPR is surely at most ``fpr`` (its TPR's lower limit is a lower
+    # limit for the TPR at ``fpr``, the ROC curve being non-decreasing) and one whose FPR is surely at
+    # least ``fpr`` (its upper limit, an upper limit).
+    tail = _tpr_tail(confidence)
+    surely_below = _one_sided_upper(curve.fp, n_neg, tail) <= fpr  # holds at fp = 0, as n_neg is enough
+    conservative = int(np.flatnonzero(surely_below)[-1])
+    surely_above = np.flatnonzero(_one_sided_lower(curve.fp, n_neg, tail) >= fpr)
+    liberal = int(surely_above[0]) if surely_above.size else len(curve.fp) - 1
+    ci_low = float(_one_sided_lower(curve.tp[conservative : conservative + 1], n_pos, tail)[0])
+    ci_high = float(_one_sided_upper(curve.tp[liberal : liberal + 1], n_pos, tail)[0])
+    if not surely_above.size:
+        ci_high = 1.0  # no threshold is surely at or above the FPR: nothing bounds the TPR from above
     return TprAtFpr(
         fpr=fpr,
         tpr=tp / n_pos,
-        ci_low=interval.low,
-        ci_high=interval.high,
+        ci_low=ci_low,
+        ci_high=ci_high,
         achieved_fpr=fp / n_neg,
         tp=tp,
         fp=fp,
@@ -319,11 +393,23 @@ def _tpr_at_fpr_from_roc(curve: RocCurve, fpr: float, confidence: float) -> TprA
 
 
 def tpr_at_fpr(scores: ArrayLike, is_member: ArrayLike, fpr: float, confidence: float = 0.95) -> TprAtFpr:
-    """Highest TPR over thresholds whose empirical FPR is at most ``fpr`` (never above it).
+    """Highest TPR over thresholds whose empirical FPR is at most ``fpr`` (never above it), with an
+    interval for the TPR at a true FPR of ``fpr``.
 
-    Non-decreasing in ``fpr``: a larger budget only admits more thresholds. The interval is
-    Clopper-Pearson on ``tp / n_members``; it treats the threshold as fixed, so it does not account for
-    the threshold having been chosen on the same records.
+    The point estimate picks its threshold on these non-members, so its own FPR is uncertain (typically
+    near ``fpr`` when ``fp`` is small, sometimes well above it); an interval on ``tp / n_members`` alone
+    would ignore that and claim leakage on a model that has none. Instead, with ``tail = (1 -
+    confidence) / 4`` and one-sided Clopper-Pearson limits:
+
+    - lower limit: the TPR lower limit of the most liberal threshold whose FPR upper limit is at most
+      ``fpr``; since that threshold's true FPR is at most ``fpr`` (failing with probability <= ``tail``),
+      the TPR at ``fpr`` is at least its TPR;
+    - upper limit: the TPR upper limit of the most conservative threshold whose FPR lower limit is at
+      least ``fpr``.
+
+    By the union bound each side fails with probability at most ``(1 - confidence) / 2``. Members and
+    non-members are independent samples; the binomial model treats records as independent trials.
+    Non-decreasing in ``fpr``.
     """
     fpr = _check_rate("fpr", fpr)
     confidence = _check_confidence(confidence)
@@ -334,15 +420,68 @@ def tpr_at_fpr(scores: ArrayLike, is_member: ArrayLike, fpr: float, confidence: 
 # advantage and precision
 
 
-def membership_advantage(scores: ArrayLike, is_member: ArrayLike) -> float:
-    """Best membership advantage ``max_t TPR(t) - FPR(t)`` over thresholds.
+@dataclass(frozen=True)
+class Advantage:
+    """Membership advantage ``TPR - FPR`` of a threshold chosen on other records, with its interval."""
 
-    Yeom et al. (2018), "Privacy Risk in Machine Learning: Analyzing the Connection to Overfitting", IEEE
-    CSF, Definition 4. Flagging nothing scores 0, so the result is never negative.
+    value: float
+    ci_low: float
+    ci_high: float
+    tp: int
+    fp: int
+    n_members: int
+    n_nonmembers: int
+
+
+def _best_gap_threshold(s: np.ndarray, m: np.ndarray) -> float:
+    """The threshold with the largest ``TPR - FPR`` on these records; ``inf`` (flag nothing) if none is positive."""
+    candidates = _candidate_thresholds(s)
+    if candidates.size == 0:
+        return math.inf
+    tpr = _count_at_or_above(np.sort(s[m]), candidates) / max(int(m.sum()), 1)
+    fpr = _count_at_or_above(np.sort(s[~m]), candidates) / max(int((~m).sum()), 1)
+    gaps = tpr - fpr
+    i = int(np.argmax(gaps))
+    return float(candidates[i]) if gaps[i] > 0 else math.inf
+
+
+def membership_advantage(
+    scores: ArrayLike, is_member: ArrayLike, confidence: float = 0.95, seed: int = 0
+) -> Advantage:
+    """Membership advantage ``TPR - FPR`` of the attack (Yeom et al. 2018, "Privacy Risk in Machine
+    Learning: Analyzing the Connection to Overfitting", IEEE CSF, Definition 4), measured honestly.
+
+    The best of all thresholds on the same records is biased upwards (about 0.06 on 200 + 200 records of
+    pure noise). So the records are split in two halves (stratified by membership, ``seed``); the
+    threshold that maximises ``TPR - FPR`` on each half is applied to the other, and the flagged members
+    and non-members of both are pooled. The interval is Newcombe's method for a difference of two
+    independent rates (Newcombe 1998, "Interval estimation for the difference between independent
+    proportions", Statistics in Medicine 17), with Clopper-Pearson limits for each. The value estimates
+    the advantage of a threshold chosen from data: near 0 (possibly just below) for a model that leaks
+    nothing, and at most the best threshold's true advantage.
     """
-    curve = roc(scores, is_member)
-    gaps = curve.tp / curve.n_members - curve.fp / curve.n_nonmembers
-    return float(max(0.0, gaps.max()))
+    confidence = _check_confidence(confidence)
+    s, m = _check(scores, is_member)
+    n_pos, n_neg = int(m.sum()), int((~m).sum())
+    if n_pos < 2 or n_neg < 2:
+        raise InputDataError(
+            "the advantage splits records in two and needs at least 2 members and 2 non-members,"
+            f" got {n_pos} and {n_neg}"
+        )
+    first, second = _stratified_halves(m, seed)
+    tp = fp = 0
+    for select, evaluate in ((first, second), (second, first)):
+        threshold = _best_gap_threshold(s[select], m[select])
+        flagged = s[evaluate] >= threshold
+        tp += int(np.sum(flagged & m[evaluate]))
+        fp += int(np.sum(flagged & ~m[evaluate]))
+    tpr, fpr = tp / n_pos, fp / n_neg
+    tpr_interval = clopper_pearson(tp, n_pos, confidence)
+    fpr_interval = clopper_pearson(fp, n_neg, confidence)
+    value = tpr - fpr
+    low = value - math.hypot(tpr - tpr_interval.low, fpr_interval.high - fpr)
+    high = value + math.hypot(tpr_interval.high - tpr, fpr - fpr_interval.low)
+    return Advantage(value, max(-1.0, low), min(1.0, high), tp, fp, n_pos, n_neg)
 
 
 def ppv_at_prior(tpr: float, fpr: float, prior: float) -> float | None:
@@ -359,6 +498,22 @@ def ppv_at_prior(tpr: float, fpr: float, prior: float) -> float | None:
     if flagged == 0.0:
         return None
     return prior * tpr / flagged
+
+
+def headline_ppv(rates: Sequence[TprAtFpr], prior: float) -> dict[str, Any]:
+    """Precision at the 1% FPR operating point (else the first one) when members are a ``prior`` fraction.
+
+    Taken at the nominal FPR, not the chosen threshold's empirical one: that is selected to be at most
+    the nominal value and is often 0, which would make any single true positive look certain. The
+    interval carries the TPR's.
+    """
+    headline = next((r for r in rates if r.fpr == 0.01), rates[0])
+    ppv: dict[str, Any] = {"prior": prior, "fpr": headline.fpr, "value": None, "ci_low": None, "ci_high": None}
+    if headline.measurable and headline.tpr is not None:
+        ppv["value"] = ppv_at_prior(headline.tpr, headline.fpr, prior)
+        ppv["ci_low"] = ppv_at_prior(headline.ci_low or 0.0, headline.fpr, prior)
+        ppv["ci_high"] = ppv_at_prior(headline.ci_high or 0.0, headline.fpr, prior)
+    return ppv
 
 
 # --------------------------------------------------------------------------------------------------

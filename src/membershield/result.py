@@ -35,6 +35,8 @@ class AttackResult:
     top_exposed: list[dict[str, Any]]
     params: dict[str, Any]
     seconds: float
+    advantage_ci_low: float | None = None  # absent from audits written before the advantage had an interval
+    advantage_ci_high: float | None = None
 
 
 @dataclass

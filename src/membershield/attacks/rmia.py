@@ -44,6 +44,7 @@ import itertools
 import math
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from membershield.attacks.base import Attack, AttackInputs
@@ -66,15 +67,16 @@ def rmia_scores(log_ratio: np.ndarray, z_rows: np.ndarray, gamma: float) -> np.n
     """``Pr_z[LR(x, z) >= gamma]`` for every row ``x``, from ``log_ratio = log Pr(x|θ) - log Pr(x)``.
 
     ``LR(x, z) >= gamma`` is ``log_ratio[x] - log_ratio[z] >= log(gamma)``. The count is monotone in the
-    ratio of ``x`` for a fixed z-sample, so adding the within-count rank of the ratio (a fraction below
-    one) keeps the paper's score and its order while separating the many records that share a count at
-    the top, where low-FPR thresholds are set.
+    ratio of ``x`` for a fixed z-sample, so adding the rank of the ratio among all rows (a fraction below
+    one) keeps the paper's order while separating the many records that share a count at the top, where
+    low-FPR thresholds are set. Equal ratios get equal ranks (their mean): a record's position must not
+    decide its score, since rows come in membership order. Divided by ``len(z) + 1`` so that scores stay
+    below 1.
     """
     ratio_z = np.sort(log_ratio[z_rows])
     count = np.searchsorted(ratio_z, log_ratio - np.log(gamma), side="right")
-    order = np.argsort(np.argsort(log_ratio, kind="stable"), kind="stable")
-    tie_break = order / max(len(log_ratio), 1)
-    return (count + tie_break) / len(ratio_z)
+    tie_break = (rankdata(log_ratio, method="average") - 1.0) / max(len(log_ratio), 1)
+    return (count + tie_break) / (len(ratio_z) + 1)
 
 
 def class_prior_weight(z_values: np.ndarray, z_classes: np.ndarray) -> float:

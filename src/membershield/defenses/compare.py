@@ -36,6 +36,7 @@ from membershield.data.io import load_table
 from membershield.defenses.registry import Defense, OutputDefense, parse_defense_list, slug
 from membershield.defenses.training import DefendedRecipe, HardenedRecipe, NoDefense, TrainingDefense
 from membershield.errors import ConfigError, InputDataError, MembershieldError, ModelLoadError
+from membershield.metrics import nonmembers_needed
 from membershield.result import environment_stamp
 from membershield.targets import LoadedModel, load_model
 from membershield.targets.base import Recipe
@@ -232,20 +233,18 @@ def judge(entry: dict[str, Any], baseline: dict[str, Any], headline_attack: str)
     theirs = next(a for a in baseline["attacks"] if a["name"] == headline_attack)
     now, before = _point(mine), _point(theirs)
     label = f"{'LiRA' if headline_attack == 'lira' else headline_attack} TPR at 1% FPR"
+    lowered: bool | None = None
+    clearly: bool | None = None
     if not (now["measurable"] and before["measurable"]):
-        entry.update(
-            lowers_lira_tpr=None,
-            counts_as_protection=None,
-            verdict=f"{label} not measurable: at least 100 non-members are needed",
-        )
-        return
-    lowered = now["tpr"] < before["tpr"]
-    clearly = lowered and now["tpr_ci_high"] < before["tpr_ci_low"]
-    if lowered:
-        strength = "" if clearly else " (within the 95% intervals: not clearly)"
-        text = f"lowers {label}: {_pct(now['tpr'])} vs {_pct(before['tpr'])} undefended{strength}"
+        text = f"{label} not measurable: at least {nonmembers_needed(HEADLINE_FPR)} non-members are needed"
     else:
-        text = f"did NOT lower {label}: {_pct(now['tpr'])} vs {_pct(before['tpr'])} undefended"
+        lowered = now["tpr"] < before["tpr"]
+        clearly = lowered and now["tpr_ci_high"] < before["tpr_ci_low"]
+        if lowered:
+            strength = "" if clearly else " (within the 95% intervals: not clearly)"
+            text = f"lowers {label}: {_pct(now['tpr'])} vs {_pct(before['tpr'])} undefended{strength}"
+        else:
+            text = f"did NOT lower {label}: {_pct(now['tpr'])} vs {_pct(before['tpr'])} undefended"
     protects = lowered
     if entry["defense"]["kind"] == "output":
         protects = False

@@ -291,7 +291,7 @@ def context(result: AuditResult | dict[str, Any], scores: pd.DataFrame | None, s
     top = headline(document)
     fprs = document["config"].get("fprs") or sorted({r["fpr"] for r in document["attacks"][0]["tpr_at_fpr"]})
     n_out = document["data"]["n_nonmembers"]
-    unresolved = [f for f in fprs if f * n_out < 1]
+    unresolved = metrics.unresolved_fprs(fprs, n_out)
     try:
         version = metadata.version("membershield")
     except metadata.PackageNotFoundError:
@@ -306,7 +306,7 @@ def context(result: AuditResult | dict[str, Any], scores: pd.DataFrame | None, s
         ),
         "fprs": fprs,
         "unresolved": unresolved,
-        "needed_nonmembers": round(1 / min(unresolved)) if unresolved else None,
+        "needed_nonmembers": metrics.nonmembers_needed(min(unresolved)) if unresolved else None,
         "accuracy": _accuracy(document),
         "plots": _score_plots(document, scores),
         "scores_note": scores_note,

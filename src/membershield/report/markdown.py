@@ -12,6 +12,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from membershield.metrics import unresolved_fprs
 from membershield.report import fmt_count_rate, fmt_fpr, fmt_interval, fmt_pct, not_measurable, verdict
 from membershield.result import AuditResult
 
@@ -84,6 +85,6 @@ def render_markdown(result: AuditResult | dict[str, Any]) -> str:
         fprs=fprs,
         rows=rows,
         accuracy=accuracy,
-        unresolved=[f for f in fprs if f * n_out < 1],
+        unresolved=unresolved_fprs(fprs, n_out),
         version=version,
     )

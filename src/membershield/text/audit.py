@@ -96,10 +96,7 @@ def measure(
     auc, interval = metrics.auc_with_ci(scores, is_member)
     rates = [metrics.tpr_at_fpr(scores, is_member, f) for f in config.fprs]
     bound = metrics.empirical_epsilon_lower_bound(scores, is_member, delta=config.delta, seed=config.seed)
-    headline = next((r for r in rates if r.fpr == 0.01), rates[0])
-    ppv_value = None
-    if headline.measurable and headline.tpr is not None:
-        ppv_value = metrics.ppv_at_prior(headline.tpr, headline.achieved_fpr or 0.0, config.prior)
+    advantage = metrics.membership_advantage(scores, is_member, seed=config.seed)
     slice_rows = []
     for by, values in slices.items():
         for row in metrics.slice_metrics(scores, is_member, values, fprs=(0.01,)):
@@ -111,11 +108,13 @@ def measure(
         "auc": auc,
         "auc_ci_low": interval.low,
         "auc_ci_high": interval.high,
-        "advantage": metrics.membership_advantage(scores, is_member),
+        "advantage": advantage.value,
+        "advantage_ci_low": advantage.ci_low,
+        "advantage_ci_high": advantage.ci_high,
         "epsilon_lower_bound": bound.epsilon,
         "epsilon_detail": asdict(bound),
         "tpr_at_fpr": [r.to_dict() for r in rates],
-        "ppv": {"prior": config.prior, "fpr": headline.fpr, "value": ppv_value},
+        "ppv": metrics.headline_ppv(rates, config.prior),
         "slices": slice_rows,
         "top_exposed": exposed,
     }

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
+from membershield.metrics import nonmembers_needed, unresolved_fprs
 from membershield.result import AuditResult
 
 
@@ -20,11 +21,12 @@ def text_audit_lines(result: AuditResult, out: str) -> list[str]:
     reference = result.target.get("reference_model")
     if reference:
         lines.append(f"reference model: {reference['spec']} (sha256 {reference['sha256'][:12]})")
-    unresolved = [f for f in result.config["fprs"] if f * d["n_nonmembers"] < 1]
+    unresolved = unresolved_fprs(result.config["fprs"], d["n_nonmembers"])
     if unresolved:
         lines.append(
             f"not measurable: {d['n_nonmembers']} non-members cannot resolve an FPR of"
-            f" {', '.join(f'{100 * f:g}%' for f in unresolved)} (that needs at least {round(1 / min(unresolved))})."
+            f" {', '.join(f'{100 * f:g}%' for f in unresolved)}"
+            f" (that needs at least {nonmembers_needed(min(unresolved))})."
         )
     if result.split_check:
         s = result.split_check
