@@ -370,6 +370,28 @@ def test_cli_gate_exit_codes(audits, tmp_path, monkeypatch, capsys) -> None:
     assert verdicts == {"unseen": "pass", "overfit": "fail"}
 
 
+def test_policy_settings_beside_a_gate_table_are_an_error(tmp_path) -> None:
+    both = write_policy(tmp_path / "both.toml", "max_auc = 0.6\n[gate]\nmax_auc = 0.7\n")
+    with pytest.raises(ConfigError, match="max_auc outside the \\[gate\\] table would be ignored"):
+        load_policy(both)
+    # Other tables (an [audit] section in the same file) are no policy settings and stay allowed.
+    shared = write_policy(tmp_path / "shared.toml", '[audit]\nreferences = 8\n[gate]\nmax_auc = 0.7\n')
+    assert load_policy(shared).max_auc == 0.7
+
+
+def test_policy_can_name_text_attacks() -> None:
+    assert policy(max_auc=0.6, attacks=["zlib", "min-k"]).attacks == ("zlib", "min-k")
+    with pytest.raises(ConfigError, match=r"unknown attack 'zlb'.*zlib"):
+        policy(max_auc=0.6, attacks=["zlb"])
+
+
+def test_an_audit_that_ran_no_attack_cannot_pass(audits) -> None:
+    audit = copy.deepcopy(load_audit(audits["unseen"]))
+    audit["attacks"] = []
+    with pytest.raises(InputDataError, match="'attacks' list is empty"):
+        evaluate(audit, policy(max_auc=0.5))
+
+
 def test_cli_gate_bad_input_exits_two_with_one_line(audits, tmp_path, monkeypatch, capsys) -> None:
     store = ["--store", str(tmp_path / "history.db")]
     good = write_policy(tmp_path / "good.toml", "max_auc = 0.9\n")

@@ -126,11 +126,12 @@ def policy_problems(table: Mapping[str, Any]) -> list[str]:
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             problems.append(f"'attacks' must be a non-empty list of attack names, got {names!r}")
         else:
+            known = _attack_names()
             for name in names:
-                if name not in REGISTRY:
+                if name not in known:
                     problems.append(
-                        f"unknown attack '{name}' in 'attacks'{_suggest(name, list(REGISTRY), n=2)};"
-                        f" known attacks are {', '.join(REGISTRY)}"
+                        f"unknown attack '{name}' in 'attacks'{_suggest(name, known, n=2)};"
+                        f" known attacks are {', '.join(known)}"
                     )
     if "max_regression" in table:
         regression = table["max_regression"]
@@ -150,6 +151,13 @@ def policy_problems(table: Mapping[str, Any]) -> list[str]:
     if not problems and not sets_something and table.get("require_split_check") is not True:
         problems.append(f"the policy sets no limit; add at least one of {', '.join(limits)}, max_regression")
     return problems
+
+
+def _attack_names() -> list[str]:
+    """Every attack an audit can report: classifier attacks, then text (language-model) attacks."""
+    from membershield.text.attacks import REGISTRY as TEXT_REGISTRY
+
+    return [*REGISTRY, *(name for name in TEXT_REGISTRY if name not in REGISTRY)]
 
 
 def parse_policy(table: Mapping[str, Any], source: str = "policy") -> Policy:
@@ -184,6 +192,14 @@ def load_policy(path: str | Path) -> Policy:
     table = document.get("gate", document)
     if not isinstance(table, dict):
         raise ConfigError(f"policy file {p}: [gate] must be a table")
+    if table is not document:
+        # Settings beside a [gate] table would be silently ignored; a file holds one or the other.
+        stray = [key for key, value in document.items() if key != "gate" and not isinstance(value, dict)]
+        if stray:
+            raise ConfigError(
+                f"policy file {p}: {', '.join(stray)} outside the [gate] table would be ignored; move them into"
+                " [gate] (or drop the [gate] header)"
+            )
     return parse_policy(table, source=f"policy file {p}")
 
 
@@ -199,6 +215,8 @@ def audit_problems(audit: Any) -> list[str]:
     attacks = audit.get("attacks")
     if not isinstance(attacks, list) or not all(isinstance(a, Mapping) and "name" in a for a in attacks):
         problems.append("it has no 'attacks' list with named attack results")
+    elif not attacks:
+        problems.append("its 'attacks' list is empty: an audit that ran no attack cannot pass a gate")
     for key in ("data", "utility"):
         if not isinstance(audit.get(key), Mapping):
             problems.append(f"it has no '{key}' object")
