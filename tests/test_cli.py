@@ -222,3 +222,10 @@ def test_parquet_and_npz_inputs(digits_audit, tmp_path, monkeypatch, capsys, suf
     )
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
+
+
+def test_usage_errors_are_one_line_with_exit_code_two(monkeypatch, capsys, tmp_path) -> None:
+    code, _, err = run_cli(monkeypatch, capsys, "history", "--limit", "0", "--store", str(tmp_path / "h.db"))
+    assert_one_line_error(code, err, "--limit", "history --help")
+    code, _, err = run_cli(monkeypatch, capsys, "audit", "--no-such-option", "1")
+    assert_one_line_error(code, err, "--no-such-option", "audit --help")

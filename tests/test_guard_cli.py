@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import joblib
+import pytest
+import uvicorn
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
@@ -34,6 +36,16 @@ def test_keys_create_prints_a_key_once_and_stores_its_hash(tmp_path, monkeypatch
     assert out.startswith("ops\tadmin\t") and token not in out
 
 
+def test_keys_create_refuses_a_name_that_names_nothing(tmp_path, monkeypatch, capsys):
+    store = str(tmp_path / "keys.db")
+    for name in ("", "   ", "two\nlines", "x" * 256):
+        code, out, err = run_cli(monkeypatch, capsys, "keys", "create", name, "--store", store)
+        assert_one_line_error(code, err, "key name")
+        assert out == ""
+    with open_store(store) as opened:
+        assert opened.guard_keys() == []
+
+
 def test_guard_rejects_unknown_policy_keys_and_recipes(tmp_path, monkeypatch, capsys):
     policy = tmp_path / "guard.toml"
     policy.write_text("[output]\nclip_top = 0.9\n")
@@ -51,6 +63,54 @@ def test_guard_rejects_unknown_policy_keys_and_recipes(tmp_path, monkeypatch, ca
     assert_one_line_error(code, err, "not both")
     code, _, err = run_cli(monkeypatch, capsys, "guard", "--model", str(tmp_path))
     assert_one_line_error(code, err, "no config.json")
+
+
+@pytest.fixture
+def no_serving(monkeypatch):
+    """uvicorn's Server.run replaced: records the sockets it was given, and their ports, instead of serving."""
+    given: list = []
+
+    def run(self, sockets=None):
+        given.append((sockets, [s.getsockname()[1] for s in sockets or []]))
+        self.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    return given
+
+
+def _iris_model(tmp_path: Path) -> str:
+    X, y = load_iris(return_X_y=True)
+    joblib.dump(LogisticRegression(max_iter=500).fit(X, y), tmp_path / "iris.joblib")
+    return str(tmp_path / "iris.joblib")
+
+
+def test_guard_refuses_a_port_or_host_it_cannot_listen_on(tmp_path, monkeypatch, capsys, no_serving):
+    command = ["guard", "--model", _iris_model(tmp_path), "--store", str(tmp_path / "guard.db")]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = run_cli(monkeypatch, capsys, *command, "--port", str(port))
+    assert_one_line_error(code, err, f"port {port} on 127.0.0.1 is already in use", "another --port")
+    assert "guarding" not in out
+    for bad in ("99999", "65536", "-1"):
+        code, out, err = run_cli(monkeypatch, capsys, *command, "--port", bad)
+        assert_one_line_error(code, err, f"--port {bad}", "from 1 to 65535")
+        assert "guarding" not in out
+    code, out, err = run_cli(monkeypatch, capsys, *command, "--host", "203.0.113.7", "--port", "0")
+    assert_one_line_error(code, err, "--host 203.0.113.7", "not an address of this machine")
+    assert no_serving == []
+
+
+def test_guard_announces_the_port_it_listens_on(tmp_path, monkeypatch, capsys, no_serving):
+    model = _iris_model(tmp_path)
+    code, out, err = run_cli(
+        monkeypatch, capsys, "guard", "--model", model, "--store", str(tmp_path / "g.db"), "--port", "0"
+    )
+    assert code == 0, err
+    ((sockets, (port,)),) = no_serving
+    assert port != 0 and f"on http://127.0.0.1:{port} " in out
+    assert sockets[0].fileno() == -1  # closed once the server returned
 
 
 def test_guard_command_serves_until_stopped(tmp_path):

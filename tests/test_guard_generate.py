@@ -70,7 +70,8 @@ def test_local_language_model_output_is_redacted_and_logged(tmp_path, reciting_l
         assert too_many.status_code == 422 and "from 1 to 40" in too_many.json()["error"]
         long = httpx.post(f"{url}/v1/generate", json={"prompt": "Write to " * 200}, headers=user)
         assert long.status_code == 422 and "positions" in long.json()["error"]
-        assert httpx.post(f"{url}/v1/predict", json={"records": [[1.0]]}, headers=user).status_code == 404
+        wrong = httpx.post(f"{url}/v1/predict", json={"records": [[1.0]]}, headers=user)
+        assert wrong.status_code == 404 and "text model at POST /v1/generate" in wrong.json()["error"]
         limited = httpx.post(f"{url}/v1/generate", json={"prompt": "Write to"}, headers=user)
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
         assert httpx.post(f"{url}/v1/generate", json={"prompt": "x"}).status_code == 401
@@ -106,6 +107,23 @@ def test_upstream_text_endpoint_is_forwarded_and_redacted(tmp_path):
     assert broken.status_code == 502 and "other than {'text'" in broken.json()["error"]
     assert unknown.status_code == 422 and "unknown field 'temperature'" in unknown.json()["error"]
     assert "/v1/generate" in schema["paths"] and "/v1/predict" not in schema["paths"]
+
+
+@pytest.mark.parametrize("kind", ["upstream", "local"])
+def test_a_prompt_with_a_lone_surrogate_is_refused(tmp_path, kind, request):
+    model = str(request.getfixturevalue("reciting_lm")) if kind == "local" else None
+    with (
+        fake_json_upstream(_text_answer, "/generate") as address,
+        guard(tmp_path, model, {}, upstream=address if kind == "upstream" else None) as (url, user, _store),
+    ):
+        for body in ('{"prompt": "\\ud800"}', '{"prompt": "Status \\udc00 now", "max_new_tokens": 4}'):
+            answer = httpx.post(f"{url}/v1/generate", content=body.encode(), headers=user)
+            assert answer.status_code == 400, answer.text
+            assert "surrogate" in answer.json()["error"]
+        emoji = httpx.post(
+            f"{url}/v1/generate", json={"prompt": "Status \U0001f600", "max_new_tokens": 4}, headers=user
+        )
+    assert emoji.status_code == 200, emoji.text
 
 
 class _FakeAnalyzer:

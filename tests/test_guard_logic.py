@@ -97,8 +97,9 @@ def digits() -> np.ndarray:
 def test_relative_l2_is_scale_free():
     a = np.array([[1.0, 2.0, 3.0]])
     b = a[0] * 1.01
-    assert relative_l2(a, np.linalg.norm(a, axis=1), b)[0] == pytest.approx(
-        relative_l2(a * 1000, np.linalg.norm(a * 1000, axis=1), b * 1000)[0]
+    assert relative_l2(a, b)[0] == pytest.approx(relative_l2(a * 1000, b * 1000)[0])
+    assert relative_l2(a, b)[0] == pytest.approx(
+        np.linalg.norm(a[0] - b) / np.mean([np.linalg.norm(a), np.linalg.norm(b)])
     )
 
 
@@ -120,6 +121,46 @@ def test_perturbation_probing_is_detected_with_evidence(digits):
     clock.now += 1.0
     assert detector.observe("mallory", digits[:1] + 0.01) == []  # cooldown: one alert per pattern
     assert detector.throttled_for("mallory") is None  # throttling is off by default
+
+
+def _probe_until_alert(detector: ProbingDetector, clock: Clock, key: str, record: np.ndarray):
+    rng = np.random.default_rng(0)
+    for i in range(100):
+        clock.now += 1.0
+        alerts = detector.observe(key, (record + rng.normal(0, 0.3, record.shape))[None, :])
+        if alerts:
+            return i, [(a.pattern, a.evidence) for a in alerts]
+    return None
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        pytest.param(lambda r: np.where(np.arange(r.size) == 3, 1e160, r), id="one-feature-1e160"),
+        pytest.param(lambda r: np.full(r.size, 1e160), id="all-1e160"),
+        pytest.param(lambda r: np.where(np.arange(r.size) % 2 == 0, 1.7e308, -1.7e308), id="float-max-both-signs"),
+        pytest.param(lambda r: r * 1e-300, id="tiny"),
+        pytest.param(lambda r: np.full(r.size, 5e-324), id="subnormal"),
+    ],
+)
+def test_an_extreme_record_does_not_switch_off_probing_detection(digits, poison):
+    clock = Clock()
+    detector = ProbingDetector(DetectorConfig(), clock=clock)
+    fresh = _probe_until_alert(detector, clock, "fresh", digits[0])
+    assert fresh is not None
+    clock.now += 1.0
+    detector.observe("mallory", poison(digits[0].copy())[None, :])
+    assert _probe_until_alert(detector, clock, "mallory", digits[0]) == fresh
+
+
+def test_relative_l2_has_no_overflow_or_nan():
+    history = np.array([[1e160, 1.0], [1.7e308, -1.7e308], [0.0, 0.0], [5e-324, 0.0], [1.0, 2.0]])
+    record = np.array([1.0, 2.0])
+    distances = relative_l2(history, record)
+    assert np.isfinite(distances).all()
+    assert distances[-1] == 0.0 and distances[0] > 1.0 and distances[2] == pytest.approx(2.0)
+    same_huge = relative_l2(history[:2], history[1] * (1 + 1e-3))
+    assert same_huge[1] == pytest.approx(1e-3 / 1.0005)
 
 
 def test_normal_traffic_raises_no_alert(digits):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,3 +183,109 @@ def test_probing_raises_a_stored_alert_and_throttles(tmp_path, iris):
     assert 'membershield_guard_rejections_total{reason="throttled"}' in metrics
     assert 'membershield_guard_requests_total{endpoint="/v1/predict",status="200"} 11.0' in metrics
     assert "membershield_guard_request_seconds_bucket" in metrics
+
+
+def _probe(url: str, headers: dict, record: np.ndarray, times: int) -> list[int]:
+    rng = np.random.default_rng(0)
+    return [
+        httpx.post(
+            f"{url}/v1/predict", json={"records": [(record * (1 + rng.normal(0, 0.01, record.shape))).tolist()]},
+            headers=headers,
+        ).status_code
+        for _ in range(times)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("huge", [[1e160, 1.0, 1.0, 1.0], [1e200, 1e200, 1e200, 1e200]])
+def test_a_huge_value_does_not_switch_off_probing_detection(tmp_path, iris, huge):
+    path, _, X = iris
+    policy = {"detector": {"near_count": 10, "throttle": True}}
+    record = X.iloc[0].to_numpy()
+    with guard(tmp_path, path, policy) as (url, admin, user, _store):
+        fresh = _probe(url, admin, record, 12)
+        first = httpx.post(f"{url}/v1/predict", json={"records": [huge]}, headers=user)
+        assert first.status_code in (200, 422), first.text  # scored, or refused as beyond the model's range
+        poisoned = _probe(url, user, record, 12)
+        alerts = httpx.get(f"{url}/v1/alerts", headers=admin).json()["alerts"]
+    assert fresh == poisoned == [200] * 11 + [429]  # the 11th probe is the 10th near-duplicate: alert, throttle
+    assert sorted(a["key"] for a in alerts) == ["alice", "ops"]
+    assert alerts[0]["evidence"] == alerts[1]["evidence"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"records": [[1, 2, 3, 4]], "\\ud800": 1}',
+        '{"records": [{"sepal length (cm)": 1, "\\udc00x": 2}]}',
+        '{"records": [[1, 2, 3, "\\ud800"]]}',
+        '{"records": [[1, 2, 3, 4]], "\\ud83d": 1, "big": 123456789012345678901234567890}',
+        '["\\udfff"]',
+    ],
+)
+def test_lone_surrogates_are_refused_with_the_usual_error(tmp_path, iris, body):
+    path, _, X = iris
+    with guard(tmp_path, path, {}) as (url, _admin, user, store):
+        answer = httpx.post(f"{url}/v1/predict", content=body.encode(), headers=user)
+        assert answer.status_code == 400, answer.text
+        assert "surrogate" in answer.json()["error"] and "\n" not in answer.json()["error"]
+        pair = b'{"records": [[1, 2, 3, 4]], "\\ud83d\\ude00": 1}'  # a valid pair: an ordinary 422
+        emoji = httpx.post(f"{url}/v1/predict", content=pair, headers=user)
+        assert emoji.status_code == 422 and "\U0001f600" in emoji.json()["error"]
+        deep = httpx.post(f"{url}/v1/predict", content=b"[" * 5000 + b"]" * 5000, headers=user)
+        assert deep.status_code == 400 and "nested too deeply" in deep.json()["error"]
+        assert httpx.post(f"{url}/v1/predict", json={"records": X.iloc[:1].values.tolist()}, headers=user).is_success
+    with open_store(store) as opened:
+        assert opened.guard_request_count() == 4
+
+
+def test_wrong_method_and_missing_endpoint_get_the_usual_error(tmp_path, iris):
+    path, _, _X = iris
+    with guard(tmp_path, path, {}) as (url, admin, user, store):
+        method = httpx.get(f"{url}/v1/predict", headers=user)
+        other = httpx.post(f"{url}/v1/generate", json={"prompt": "x"}, headers=user)
+        unknown = httpx.get(f"{url}/v2/nothing%0Ahere", headers=user)
+        alerts = httpx.post(f"{url}/v1/alerts", headers=admin)
+    assert method.status_code == 405 and method.headers["Allow"] == "POST"
+    assert method.json() == {"error": "GET is not allowed on /v1/predict: use POST"}
+    assert other.status_code == 404
+    assert other.json() == {"error": "no endpoint /v1/generate: this guard serves a classifier at POST /v1/predict"}
+    assert unknown.status_code == 404 and list(unknown.json()) == ["error"] and "\n" not in unknown.json()["error"]
+    assert alerts.status_code == 405 and alerts.json() == {"error": "POST is not allowed on /v1/alerts: use GET"}
+    with open_store(store) as opened:
+        assert opened.guard_request_count() == 3  # the /v1 calls; an unknown path is not logged
+
+
+def test_daily_budget_and_top_keys_are_per_model(tmp_path, iris):
+    path, _, X = iris
+    store = str(tmp_path / "shared.db")
+    with open_store(store) as opened:
+        admin = {"Authorization": f"Bearer {issue_key(opened, 'ops', admin=True)}"}
+        user = {"Authorization": f"Bearer {issue_key(opened, 'alice')}"}
+    policy = policy_from_dict({"limits": {"daily_query_budget": 20}})
+    twenty = {"records": X.iloc[:20].values.tolist()}
+    one = {"records": X.iloc[:1].values.tolist()}
+
+    def serve(name: str):
+        return serving(create_app(guard_config(str(path), None, policy, store, model_name=name)))
+
+    with serve("fraud") as url:
+        assert httpx.post(f"{url}/v1/predict", json=twenty, headers=user).status_code == 200
+        assert httpx.post(f"{url}/v1/predict", json=one, headers=user).status_code == 429
+    with serve("churn") as url:  # another model on the same store: its own budget, its own top keys
+        assert httpx.post(f"{url}/v1/predict", json=one, headers=user).status_code == 200
+        assert httpx.post(f"{url}/v1/predict", json=one, headers=admin).status_code == 200
+        page = httpx.get(f"{url}/", headers=admin).text
+    with serve("fraud") as url:  # a restart still remembers what alice spent on this model
+        assert httpx.post(f"{url}/v1/predict", json=one, headers=user).status_code == 429
+        assert httpx.post(f"{url}/v1/predict", json=one, headers=admin).status_code == 200
+    top = page[page.index('id="top-keys"') : page.index("<h2>Policy")]
+    today = re.findall(r"<tr><td>([^<]*)</td><td>(\d+)</td><td>(\d+)</td></tr>", top)
+    assert sorted(today) == [("alice", "1", "1"), ("ops", "1", "1")]
+    assert "alice (1 records)" in top and "alice (20" not in top and "alice (21" not in top
+    with open_store(store) as opened:
+        fraud = opened.guard_usage(model_name="fraud")
+        churn = opened.guard_usage(model_name="churn")
+        both = opened.guard_usage()
+    assert [(u["key"], u["records"]) for u in fraud] == [("alice", 20), ("ops", 1)]
+    assert sorted((u["key"], u["records"]) for u in churn) == [("alice", 1), ("ops", 1)]
+    assert [(u["key"], u["records"]) for u in both] == [("alice", 21), ("ops", 2)]

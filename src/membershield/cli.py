@@ -301,7 +301,7 @@ def history(
         str | None, typer.Option(help="History database, a file or URL (default .membershield/history.db).")
     ] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
-    limit: Annotated[int | None, typer.Option(help="Only the most recent N audits.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the most recent N audits.", min=1)] = None,
 ) -> None:
     """Show recorded audits and their verdicts, oldest first, as a trend table or JSON."""
     import json
@@ -655,16 +655,19 @@ def guard(
 
     --model takes a fitted classifier file (POST /v1/predict) or a causal language model directory written
     by save_pretrained (POST /v1/generate)."""
-    import uvicorn
-
     from membershield.guard.app import create_app, guard_config
     from membershield.guard.policy import load_policy
+    from membershield.guard.serve import bind, serve, url
 
     config = guard_config(model, upstream, load_policy(policy), store=store, model_name=model_name, text=text)
-    application = create_app(config)
-    console.print(f"guarding '{config.model_name}' on http://{host}:{port} (dashboard: /?key=ADMIN_KEY)", markup=False)
-    # "auto" picks uvloop and httptools (dependencies); requests are logged to the store, not to stdout
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    sock = bind(host, port)
+    try:
+        application = create_app(config)
+    except BaseException:
+        sock.close()
+        raise
+    console.print(f"guarding '{config.model_name}' on {url(host, sock)} (dashboard: /?key=ADMIN_KEY)", markup=False)
+    serve(application, sock)
 
 
 keys_app = typer.Typer(help="API keys of the guard service.", no_args_is_help=True)
@@ -722,7 +725,11 @@ def main() -> None:
         import click
 
         # typer vendors its own click: its usage errors are TyperExceptions, not click.ClickExceptions
-        if isinstance(exc, click.ClickException | typer.TyperException) and hasattr(exc, "show"):
-            exc.show()
+        if isinstance(exc, click.ClickException | typer.TyperException) and hasattr(exc, "format_message"):
+            # One line, like every other input error; the usage block is one --help away.
+            context = getattr(exc, "ctx", None)
+            command = context.command_path if context is not None else "membershield"
+            message = " ".join(exc.format_message().split())
+            errors.print(f"error: {message} (see '{command} --help')", markup=False, highlight=False, soft_wrap=True)
             sys.exit(2)
         raise

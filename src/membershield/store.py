@@ -575,14 +575,19 @@ class Store:
         with self._session() as session:
             return [_alert(row) for row in session.scalars(query)]
 
-    def guard_usage(self, since: datetime | None = None, limit: int = 10) -> list[dict[str, Any]]:
-        """Keys by records queried (successful predictions) since ``since``, most first."""
+    def guard_usage(
+        self, since: datetime | None = None, limit: int = 10, model_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Keys by records queried (successful predictions) since ``since``, most first; of ``model_name``'s
+        guard only when given (guards of several models may share a store)."""
         records = func.sum(GuardRequestRow.n_records)
         query = select(GuardRequestRow.key_name, func.count(GuardRequestRow.id), records).where(
             GuardRequestRow.key_name.is_not(None), GuardRequestRow.status == 200
         )
         if since is not None:
             query = query.where(GuardRequestRow.created_at >= since)
+        if model_name is not None:
+            query = query.where(GuardRequestRow.model_name == model_name)
         query = query.group_by(GuardRequestRow.key_name).order_by(records.desc()).limit(limit)
         with self._session() as session:
             return [{"key": k, "requests": int(n), "records": int(r or 0)} for k, n, r in session.execute(query)]

@@ -32,10 +32,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from membershield.defenses.output import harden
-from membershield.errors import MembershieldError
+from membershield.errors import ConfigError, MembershieldError
 from membershield.guard.detector import ProbingDetector
 from membershield.guard.limits import RateLimiter
 from membershield.guard.pii import presidio_analyzer, redact
@@ -199,6 +200,12 @@ def issue_key(store: Store, name: str, *, admin: bool = False) -> str:
     """Create an API key (a random 32-byte token); only its sha256 is stored, so this is the one time it is seen."""
     import secrets
 
+    # the name is how alerts, limits and the dashboard tell keys apart, and it goes into one-line messages
+    if not name.strip() or not name.isprintable() or len(name) > 255:
+        raise ConfigError(
+            "a key name must be 1 to 255 printable characters on one line (who or what the key is for),"
+            f" got {_short(name)}"
+        )
     token = "msk_" + secrets.token_urlsafe(32)
     store.create_key(name, hash_key(token), admin=admin)
     return token
@@ -436,7 +443,7 @@ class GuardService:
         self._request_children: dict[tuple[str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
         try:
-            used = self.store.guard_usage(since=self.limiter.day_start(), limit=1_000_000)
+            used = self.store.guard_usage(since=self.limiter.day_start(), limit=1_000_000, model_name=config.model_name)
             self.limiter.seed_usage({row["key"]: row["records"] for row in used})
         except StoreError:
             pass
@@ -693,9 +700,26 @@ def _parse_json(body: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass  # orjson refuses a few valid documents (integers over 64 bits); the standard parser decides
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GuardError(400, f"the body is not valid JSON: {exc}".splitlines()[0], "bad_request") from exc
+    except RecursionError:
+        raise GuardError(400, "the body is not valid JSON: it is nested too deeply", "bad_request") from None
+    # The standard parser also takes what orjson rightly refuses: an escaped lone surrogate ("\ud800") is no
+    # Unicode text, and once inside a string no error message, tokenizer or upstream call can encode it.
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        unit = ord(exc.object[exc.start])
+        raise GuardError(
+            400,
+            f"the body is not valid JSON: a string has the lone surrogate \\u{unit:04x}, which is not Unicode text"
+            " (a character outside the BMP is escaped as a pair of surrogates, or sent as UTF-8)",
+            "bad_request",
+        ) from None
+    except RecursionError:
+        raise GuardError(400, "the body is not valid JSON: it is nested too deeply", "bad_request") from None
+    return value
 
 
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -758,6 +782,7 @@ def create_app(config: GuardConfig) -> FastAPI:
     if config.target is None and config.language_model is None and not config.upstream:
         raise MembershieldError("the guard needs a fitted model (--model) or an --upstream URL to forward to")
     service = GuardService(config)
+    text_model = config.text or config.language_model is not None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -800,6 +825,26 @@ def create_app(config: GuardConfig) -> FastAPI:
         problem = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in problem.get("loc", ()))
         return await _guard_error(request, GuardError(422, f"{where}: {problem.get('msg')}", "invalid_input"))
+
+    serves = "a text model at POST /v1/generate" if text_model else "a classifier at POST /v1/predict"
+
+    # routing's own 404 and 405 come in the same {"error": ...} shape as every other refusal
+    @app.exception_handler(StarletteHTTPException)
+    async def _routing_error(request: Request, exc: StarletteHTTPException) -> Response:
+        path = request.url.path
+        shown = path if len(path) <= 80 and path.isprintable() else _short(path)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allowed = headers.get("Allow", "")
+            error = GuardError(
+                405, f"{request.method} is not allowed on {shown}: use {allowed}", "method_not_allowed", headers
+            )
+        elif exc.status_code == 404:
+            hint = f": this guard serves {serves}" if path in ("/v1/predict", "/v1/generate") else ""
+            error = GuardError(404, f"no endpoint {shown}{hint}", "not_found", headers)
+        else:
+            error = GuardError(exc.status_code, " ".join(str(exc.detail).split()), "http", headers)
+        return await _guard_error(request, error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -845,7 +890,7 @@ def create_app(config: GuardConfig) -> FastAPI:
         return _json(answer)
 
     # one model, one kind of output: a text model answers /v1/generate, a classifier /v1/predict
-    if config.text or config.language_model is not None:
+    if text_model:
         app.post(
             "/v1/generate",
             openapi_extra=_generate_openapi(max_new_tokens),
@@ -907,7 +952,7 @@ def guard_config(
     generates locally; ``text`` says an upstream generates text. A recipe cannot serve predictions."""
     from pathlib import Path
 
-    from membershield.errors import ConfigError, ModelLoadError
+    from membershield.errors import ModelLoadError
     from membershield.targets.loading import load_model
 
     if not model and not upstream:

@@ -100,8 +100,8 @@ def render_dashboard(service: GuardService) -> str:
         mode="upstream " + service.config.upstream if service.config.upstream else "local model",
         models=models,
         alerts=store.alerts(limit=50),
-        top_today=store.guard_usage(since=day, limit=10),
-        top_all=store.guard_usage(limit=10),
+        top_today=store.guard_usage(since=day, limit=10, model_name=guarded),
+        top_all=store.guard_usage(limit=10, model_name=guarded),
         policy=service.policy.to_dict(),
         now=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -37,18 +37,63 @@ SWEEP = "population sweep"
 _TINY = 1e-12
 
 
-def relative_l2(history: np.ndarray, norms: np.ndarray, record: np.ndarray) -> np.ndarray:
-    """Relative L2 distance of ``record`` to each row of ``history`` (whose L2 norms are ``norms``)."""
-    with np.errstate(over="ignore", invalid="ignore"):  # features near the float limit: inf/NaN, not alerts
+_SQUARE_SAFE = (1e-150, 1e150)  # peaks whose squares, summed over any realistic width, stay normal floats
+
+
+def peak(rows: np.ndarray) -> np.ndarray:
+    """The largest absolute value of each row."""
+    return np.abs(rows).max(axis=-1, initial=0.0)
+
+
+def unit_norm(rows: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """The L2 norm of each row divided by its peak (0 for a zero row): finite for every finite row."""
+    peaks = np.asarray(peaks, dtype=np.float64)
+    safe = np.where(peaks > 0.0, peaks, 1.0)
+    return np.linalg.norm(rows / (safe[..., None] if rows.ndim > 1 else safe), axis=-1)
+
+
+def relative_l2(
+    history: np.ndarray,
+    record: np.ndarray,
+    norms: np.ndarray | None = None,
+    peaks: np.ndarray | None = None,
+    units: np.ndarray | None = None,
+) -> np.ndarray:
+    """Relative L2 distance of ``record`` to each row of ``history``; ``norms``, ``peaks`` and ``units`` are the
+    rows' L2 norms, :func:`peak` and :func:`unit_norm`, computed when not given.
+
+    Features of 1e160 square to inf, and inf/inf is NaN, which is neither near nor equal: one such row in a
+    key's window would make every later record look distinct and so switch perturbation detection off. Where any
+    peak lies outside the range whose squares are safe, each pair is divided by its larger peak before it
+    is subtracted or squared, which leaves the ratio unchanged and cannot overflow; the plain formula serves
+    the usual case at its usual cost.
+    """
+    peaks = peak(history) if peaks is None else peaks
+    top = float(peak(record))
+    nonzero = peaks[peaks > 0.0]
+    low = min(float(nonzero.min(initial=np.inf)), top if top > 0.0 else np.inf)
+    high = max(float(peaks.max(initial=0.0)), top)
+    if _SQUARE_SAFE[0] <= low and high <= _SQUARE_SAFE[1]:
+        norms = np.linalg.norm(history, axis=1) if norms is None else norms
         diff = np.linalg.norm(history - record, axis=1)
-        scale = 0.5 * (norms + np.linalg.norm(record))
-        return np.where(scale > _TINY, diff / np.maximum(scale, _TINY), np.where(diff > _TINY, np.inf, 0.0))
+        size = 0.5 * (norms + np.linalg.norm(record))
+    else:
+        units = unit_norm(history, peaks) if units is None else units
+        scale = np.maximum(peaks, top)
+        scale = np.where(scale > 0.0, scale, 1.0)
+        scaled = history / scale[:, None]
+        scaled -= record / scale[:, None]
+        diff = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+        size = 0.5 * (units * (peaks / scale) + float(unit_norm(record, top)) * (top / scale))
+    # size is 0 only for two zero rows, whose distance is 0
+    return np.where(size > 0.0, diff / np.where(size > 0.0, size, 1.0), 0.0)
 
 
 def relative_linf(a: np.ndarray, b: np.ndarray) -> float:
     scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
-    diff = float(np.abs(a - b).max(initial=0.0))
-    return diff / scale if scale > _TINY else (0.0 if diff <= _TINY else float("inf"))
+    if scale == 0.0:
+        return 0.0
+    return float(np.abs(a / scale - b / scale).max(initial=0.0))
 
 
 @dataclass(frozen=True)
@@ -68,6 +113,8 @@ class _KeyState:
     window: int
     history: np.ndarray = field(init=False)
     norms: np.ndarray = field(init=False)
+    peaks: np.ndarray = field(init=False)
+    units: np.ndarray = field(init=False)
     times: np.ndarray = field(init=False)
     size: int = 0
     pos: int = 0
@@ -77,11 +124,15 @@ class _KeyState:
     def __post_init__(self) -> None:
         self.history = np.zeros((self.window, self.dim))
         self.norms = np.zeros(self.window)
+        self.peaks = np.zeros(self.window)
+        self.units = np.zeros(self.window)
         self.times = np.full(self.window, -np.inf)
 
     def add(self, record: np.ndarray, now: float) -> None:
         self.history[self.pos] = record
-        with np.errstate(over="ignore"):
+        self.peaks[self.pos] = peak(record)
+        self.units[self.pos] = unit_norm(record, self.peaks[self.pos])
+        with np.errstate(over="ignore", under="ignore"):  # such a norm is inf or 0, and relative_l2 skips it
             self.norms[self.pos] = np.linalg.norm(record)
         self.times[self.pos] = now
         self.pos = (self.pos + 1) % self.window
@@ -111,6 +162,10 @@ class ProbingDetector:
         if not cfg.enabled or records.size == 0:
             return []
         records = records.reshape(len(records), -1)
+        # the service refuses non-finite features; a caller that does not must not get them into the window
+        records = records[np.isfinite(records).all(axis=1)]
+        if len(records) == 0:
+            return []
         now = self.clock()
         alerts = []
         with self._lock:
@@ -121,7 +176,9 @@ class ProbingDetector:
                 fresh = state.times > now - cfg.window_seconds
                 if fresh.any():
                     index = np.flatnonzero(fresh)
-                    distances = relative_l2(state.history[index], state.norms[index], record)
+                    distances = relative_l2(
+                        state.history[index], record, state.norms[index], state.peaks[index], state.units[index]
+                    )
                     best = int(np.argmin(distances))
                     nearest = float(distances[best])
                     if nearest <= _TINY:
