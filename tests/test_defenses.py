@@ -361,6 +361,10 @@ def test_compare_writes_every_variant_with_its_audit_and_utility(comparison) -> 
     names = [v["name"] for v in doc["variants"]]
     assert names == ["none", *TRAINING_DEFENSES, "output:top_k=1"]
     assert doc["data"]["n_members"] == doc["data"]["n_holdout"] == 450
+    # Training time: the median over the target and both references, all trained here.
+    for variant in doc["variants"]:
+        if variant["defense"]["kind"] != "output":
+            assert variant["training_fits"] == 3 and variant["training_seconds"] > 0, variant["name"]
     assert (out / "members.csv").is_file() and (out / "holdout.csv").is_file()
     html = (out / "compare.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.replace("http-equiv", "")

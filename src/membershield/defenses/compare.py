@@ -280,6 +280,7 @@ def _entry(variant: Variant, audit: dict[str, Any], report: dict[str, Any] | Non
         "n_members": audit["data"]["n_members"],
         "n_nonmembers": audit["data"]["n_nonmembers"],
         "training_seconds": (report or {}).get("training_seconds"),
+        "training_fits": (report or {}).get("training_fits"),
         "defense_report": report,
         "attacks": audit["attacks"],
     }
