@@ -288,4 +288,6 @@ def test_daily_budget_and_top_keys_are_per_model(tmp_path, iris):
         both = opened.guard_usage()
     assert [(u["key"], u["records"]) for u in fraud] == [("alice", 20), ("ops", 1)]
     assert sorted((u["key"], u["records"]) for u in churn) == [("alice", 1), ("ops", 1)]
+    # ops also opened the dashboard on churn: a page view is no query
+    assert sorted((u["key"], u["requests"]) for u in churn) == [("alice", 1), ("ops", 1)]
     assert [(u["key"], u["records"]) for u in both] == [("alice", 21), ("ops", 2)]

@@ -418,3 +418,14 @@ def test_history_command_bad_input(tmp_path, monkeypatch, capsys) -> None:
     broken.write_bytes(b"\x01" * 5000)
     code, _, err = run_cli(monkeypatch, capsys, "history", "--store", str(broken))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "not a SQLite database" in err
+
+
+def test_alerts_are_listed_per_model_when_guards_share_a_store(store_url) -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    with open_store(store_url) as store:
+        store.record_alert("alice", "fraud", "perturbation probing", {"queries": 21}, when)
+        store.record_alert("bob", "churn", "population sweep", {"queries": 500}, when)
+        fraud = store.alerts(model_name="fraud")
+        both = store.alerts()
+    assert [(a["key"], a["model"]) for a in fraud] == [("alice", "fraud")]
+    assert sorted(a["model"] for a in both) == ["churn", "fraud"]

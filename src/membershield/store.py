@@ -111,6 +111,9 @@ class GuardKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+QUERY_ENDPOINTS = ("/v1/predict", "/v1/generate")  # the guard's routes that answer with model outputs
+
+
 class GuardRequestRow(Base):
     __tablename__ = "guard_requests"
 
@@ -569,9 +572,12 @@ class Store:
             session.flush()
             return _alert(row)
 
-    def alerts(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recent guard alerts, newest first."""
-        query = select(GuardAlertRow).order_by(GuardAlertRow.created_at.desc(), GuardAlertRow.id.desc()).limit(limit)
+    def alerts(self, limit: int = 100, model_name: str | None = None) -> list[dict[str, Any]]:
+        """The most recent guard alerts, newest first; of ``model_name``'s guard only when given."""
+        query = select(GuardAlertRow)
+        if model_name is not None:
+            query = query.where(GuardAlertRow.model_name == model_name)
+        query = query.order_by(GuardAlertRow.created_at.desc(), GuardAlertRow.id.desc()).limit(limit)
         with self._session() as session:
             return [_alert(row) for row in session.scalars(query)]
 
@@ -582,7 +588,10 @@ class Store:
         guard only when given (guards of several models may share a store)."""
         records = func.sum(GuardRequestRow.n_records)
         query = select(GuardRequestRow.key_name, func.count(GuardRequestRow.id), records).where(
-            GuardRequestRow.key_name.is_not(None), GuardRequestRow.status == 200
+            GuardRequestRow.key_name.is_not(None),
+            GuardRequestRow.status == 200,
+            # dashboard and alert views are logged too, but query no records
+            GuardRequestRow.endpoint.in_(QUERY_ENDPOINTS),
         )
         if since is not None:
             query = query.where(GuardRequestRow.created_at >= since)

@@ -909,7 +909,7 @@ def create_app(config: GuardConfig) -> FastAPI:
         key = service.authenticate(request)
         if not key.admin:
             raise GuardError(403, f"key '{key.name}' is not an admin key", "forbidden")
-        return {"alerts": service.store.alerts(limit=limit)}
+        return {"alerts": service.store.alerts(limit=limit, model_name=service.config.model_name)}
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

@@ -99,7 +99,7 @@ def render_dashboard(service: GuardService) -> str:
         model=guarded,
         mode="upstream " + service.config.upstream if service.config.upstream else "local model",
         models=models,
-        alerts=store.alerts(limit=50),
+        alerts=store.alerts(limit=50, model_name=guarded),
         top_today=store.guard_usage(since=day, limit=10, model_name=guarded),
         top_all=store.guard_usage(limit=10, model_name=guarded),
         policy=service.policy.to_dict(),
