@@ -143,6 +143,20 @@ def test_upstream_text_is_redacted_and_probabilities_hardened(tmp_path):
     assert 'membershield_guard_redactions_total{kind="EMAIL"} 2.0' in metrics
 
 
+@pytest.mark.parametrize("probabilities", [[-0.5, 1.5], [0.0, 0.0], [1e308, 1e308]])
+def test_upstream_probabilities_that_are_no_distribution_are_a_502(tmp_path, probabilities):
+    def broken(request: dict) -> dict:
+        return {"predictions": [{"label": "spam", "probabilities": probabilities} for _ in request["records"]]}
+
+    with (
+        fake_json_upstream(broken, "/predict") as address,
+        guard(tmp_path, None, {}, upstream=address) as (url, _, user, _s),
+    ):
+        answer = httpx.post(f"{url}/v1/predict", json={"records": [[1, 2]]}, headers=user)
+    assert answer.status_code == 502, answer.text
+    assert "negative, not finite or all zero" in answer.json()["error"]
+
+
 def test_upstream_down_is_502_and_logged(tmp_path):
     import socket
 

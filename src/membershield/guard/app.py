@@ -604,11 +604,20 @@ class GuardService:
         if all(isinstance(p, list) and p for p in probas) and len({len(p) for p in probas}) == 1:
             try:
                 matrix = np.asarray(probas, dtype=np.float64)
-                with np.errstate(invalid="raise", divide="raise"):
-                    matrix = matrix / matrix.sum(axis=1, keepdims=True)
-                hardened = self._harden(matrix).tolist()
-            except (TypeError, ValueError, FloatingPointError):
-                hardened = None
+            except (TypeError, ValueError):
+                matrix = None
+            if matrix is not None:
+                with np.errstate(over="ignore", invalid="ignore"):  # judged below: inf and NaN totals are refused
+                    totals = matrix.sum(axis=1)
+                # Hardening a negative or non-finite "probability" would hand the caller numbers that look
+                # like a distribution and are none: the upstream is broken, and the caller is told so.
+                if not (np.isfinite(totals).all() and (matrix >= 0).all() and (totals > 0).all()):
+                    raise GuardError(
+                        502,
+                        f"upstream {url} answered probabilities that are negative, not finite or all zero",
+                        "upstream_error",
+                    )
+                hardened = self._harden(matrix / totals[:, None]).tolist()
         label_only = self.policy.output.label_only
         for i, prediction in enumerate(predictions):
             if not isinstance(prediction, dict):
