@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from purchase_task import HIDDEN, N_CLASSES, N_FEATURES, build, purchase_like
 
 from membershield.training.plan import membership_plan
-from membershield.training.vectorised import MODELS_PER_THREAD, VectorisedSpec, _linear_for, train_vectorised
+from membershield.training.vectorised import VectorisedSpec, _linear_for, thread_groups, train_vectorised
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ def step_ceiling(models: int, batch_size: int, repeats: int = 5) -> tuple[float,
     on each group's weights and biases. No autograd, loss or data: the most a step could reach.
     """
     threads = torch.get_num_threads()
-    groups = max(1, min(threads, models // MODELS_PER_THREAD))
-    sizes = np.diff(np.linspace(0, models, groups + 1).round().astype(int))
+    sizes = np.diff(thread_groups(models, threads))
+    groups = len(sizes)
     linear = _linear_for(torch.empty(1))  # a @ w.T; every operand below is one model's
     B = batch_size
 

@@ -29,11 +29,10 @@ from typing import Any
 
 from membershield.attacks import REGISTRY
 from membershield.errors import ConfigError, InputDataError
-from membershield.metrics import nonmembers_needed
+from membershield.metrics import nonmembers_needed, rate_difference_interval
 
 BOUNDS = ("upper", "point")
 REGRESSION_METRICS = ("auc", "advantage", "epsilon_lower_bound")
-Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,29 +381,14 @@ def _tpr_checks(attack: Mapping[str, Any], policy: Policy, n_nonmembers: Any) ->
     return checks
 
 
-def _wilson(successes: float, n: int) -> tuple[float, float]:
-    p = successes / n
-    denominator = 1 + Z_95**2 / n
-    centre = (p + Z_95**2 / (2 * n)) / denominator
-    half = Z_95 * math.sqrt(p * (1 - p) / n + Z_95**2 / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def accuracy_gap_interval(
     train_accuracy: float, n_train: int, holdout_accuracy: float, n_holdout: int
 ) -> tuple[float, float]:
-    """95% interval of a difference of two independent proportions (Newcombe 1998, method 10).
-
-    Newcombe, "Interval estimation for the difference between independent proportions: comparison of
-    eleven methods", Statistics in Medicine 17(8). Built from the two Wilson score intervals, so it stays
-    sensible at accuracies of exactly 1.
-    """
-    l1, u1 = _wilson(round(train_accuracy * n_train), n_train)
-    l2, u2 = _wilson(round(holdout_accuracy * n_holdout), n_holdout)
-    gap = train_accuracy - holdout_accuracy
-    low = gap - math.sqrt((train_accuracy - l1) ** 2 + (u2 - holdout_accuracy) ** 2)
-    high = gap + math.sqrt((u1 - train_accuracy) ** 2 + (holdout_accuracy - l2) ** 2)
-    return low, high
+    """95% interval of the train - holdout accuracy gap (:func:`metrics.rate_difference_interval`)."""
+    interval = rate_difference_interval(
+        round(train_accuracy * n_train), n_train, round(holdout_accuracy * n_holdout), n_holdout
+    )
+    return interval.low, interval.high
 
 
 def _accuracy_gap_check(audit: Mapping[str, Any], policy: Policy) -> Check:

@@ -45,6 +45,7 @@ __all__ = [
     "membership_advantage",
     "nonmembers_needed",
     "ppv_at_prior",
+    "rate_difference_interval",
     "roc",
     "slice_metrics",
     "top_exposed",
@@ -116,13 +117,24 @@ class Interval:
 
 def _cp_bounds(successes: np.ndarray, trials: int, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised two-sided Clopper-Pearson bounds; each one-sided tail has mass ``(1 - confidence) / 2``."""
-    x = np.asarray(successes, dtype=np.float64)
     half_alpha = (1.0 - confidence) / 2.0
+    return _one_sided_lower(successes, trials, half_alpha), _one_sided_upper(successes, trials, half_alpha)
+
+
+def _one_sided_upper(successes: np.ndarray, trials: int, tail: float) -> np.ndarray:
+    """Clopper-Pearson upper limits that each exceed their true rate with probability at most ``tail``."""
+    x = np.asarray(successes, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        # beta(0, .) and beta(., 0) are degenerate: the bound is exactly 0 (resp. 1) there.
-        low = np.where(x > 0, beta.ppf(half_alpha, np.maximum(x, 1), trials - x + 1), 0.0)
-        high = np.where(x < trials, beta.ppf(1.0 - half_alpha, x + 1, np.maximum(trials - x, 1)), 1.0)
-    return low, high
+        # beta(., 0) is degenerate: the limit is exactly 1 there.
+        return np.where(x < trials, beta.ppf(1.0 - tail, x + 1, np.maximum(trials - x, 1)), 1.0)
+
+
+def _one_sided_lower(successes: np.ndarray, trials: int, tail: float) -> np.ndarray:
+    """Clopper-Pearson lower limits that each fall below their true rate with probability at most ``tail``."""
+    x = np.asarray(successes, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # beta(0, .) is degenerate: the limit is exactly 0 there.
+        return np.where(x > 0, beta.ppf(tail, np.maximum(x, 1), trials - x + 1), 0.0)
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> Interval:
@@ -299,20 +311,6 @@ def _unmeasurable(fpr: float, n_members: int, n_nonmembers: int) -> TprAtFpr:
     )
 
 
-def _one_sided_upper(successes: np.ndarray, trials: int, tail: float) -> np.ndarray:
-    """Clopper-Pearson upper limits that each exceed their true rate with probability at most ``tail``."""
-    x = np.asarray(successes, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(x < trials, beta.ppf(1.0 - tail, x + 1, np.maximum(trials - x, 1)), 1.0)
-
-
-def _one_sided_lower(successes: np.ndarray, trials: int, tail: float) -> np.ndarray:
-    """Clopper-Pearson lower limits that each fall below their true rate with probability at most ``tail``."""
-    x = np.asarray(successes, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(x > 0, beta.ppf(tail, np.maximum(x, 1), trials - x + 1), 0.0)
-
-
 def _tpr_tail(confidence: float) -> float:
     # Each side of the interval can fail in two ways (the threshold's FPR or its TPR): a quarter each.
     return (1.0 - confidence) / 4.0
@@ -475,13 +473,35 @@ def membership_advantage(
         flagged = s[evaluate] >= threshold
         tp += int(np.sum(flagged & m[evaluate]))
         fp += int(np.sum(flagged & ~m[evaluate]))
-    tpr, fpr = tp / n_pos, fp / n_neg
-    tpr_interval = clopper_pearson(tp, n_pos, confidence)
-    fpr_interval = clopper_pearson(fp, n_neg, confidence)
-    value = tpr - fpr
-    low = value - math.hypot(tpr - tpr_interval.low, fpr_interval.high - fpr)
-    high = value + math.hypot(tpr_interval.high - tpr, fpr - fpr_interval.low)
-    return Advantage(value, max(-1.0, low), min(1.0, high), tp, fp, n_pos, n_neg)
+    interval = rate_difference_interval(tp, n_pos, fp, n_neg, confidence)
+    return Advantage(tp / n_pos - fp / n_neg, interval.low, interval.high, tp, fp, n_pos, n_neg)
+
+
+def _wilson(successes: int, trials: int, confidence: float) -> tuple[float, float]:
+    z = float(ndtri(0.5 + confidence / 2.0))
+    p = successes / trials
+    denominator = 1 + z**2 / trials
+    centre = (p + z**2 / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z**2 / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_difference_interval(
+    successes_1: int, trials_1: int, successes_2: int, trials_2: int, confidence: float = 0.95
+) -> Interval:
+    """Interval for ``successes_1 / trials_1 - successes_2 / trials_2`` from two independent samples.
+
+    Newcombe (1998), "Interval estimation for the difference between independent proportions: comparison
+    of eleven methods", Statistics in Medicine 17(8), method 10: built from the two Wilson score
+    intervals, so it stays sensible at rates of exactly 0 or 1.
+    """
+    confidence = _check_confidence(confidence)
+    if trials_1 <= 0 or trials_2 <= 0:
+        raise InputDataError(f"need trials in both samples, got {trials_1} and {trials_2}")
+    p1, p2 = successes_1 / trials_1, successes_2 / trials_2
+    l1, u1 = _wilson(successes_1, trials_1, confidence)
+    l2, u2 = _wilson(successes_2, trials_2, confidence)
+    return Interval(p1 - p2 - math.hypot(p1 - l1, u2 - p2), p1 - p2 + math.hypot(u1 - p1, p2 - l2))
 
 
 def ppv_at_prior(tpr: float, fpr: float, prior: float) -> float | None:

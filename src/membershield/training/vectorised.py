@@ -213,6 +213,12 @@ def _epoch_schedule(
 MODELS_PER_THREAD = 4
 
 
+def thread_groups(n_models: int, threads: int) -> np.ndarray:
+    """Bounds of the groups of models the threaded path trains, one group per thread: ``bounds[g]:bounds[g + 1]``."""
+    groups = max(1, min(threads, n_models // MODELS_PER_THREAD))
+    return np.linspace(0, n_models, groups + 1).round().astype(int)
+
+
 def _train(
     spec: VectorisedSpec,
     models: list[nn.Module],
@@ -222,14 +228,14 @@ def _train(
     seeds: list[int],
 ) -> None:
     threads = torch.get_num_threads()
-    groups = min(threads, len(models) // MODELS_PER_THREAD) if _LayerwiseEnsemble.deterministic(models) else 1
-    if groups < 2:
+    bounds = thread_groups(len(models), threads)
+    groups = len(bounds) - 1
+    if groups < 2 or not _LayerwiseEnsemble.deterministic(models):
         _train_group(spec, models, X, y, subsets, seeds)
         return
     # Independent groups of models, each trained by one thread with one intra-op thread: the models'
     # products are small, and two threads sharing each of them spend much of it waiting on each other.
     # Every model's arithmetic is its own, so a model is the same whichever group it is in.
-    bounds = np.linspace(0, len(models), groups + 1).round().astype(int)
 
     stop = threading.Event()
 
