@@ -87,6 +87,34 @@ def test_memorising_model_is_caught_and_results_are_written(text_world, tmp_path
     assert "loss" in stdout + err
 
 
+def test_loss_is_the_models_own_loss_and_its_auc(text_world, tmp_path, monkeypatch, capsys) -> None:
+    """Each record's LOSS is ``model(input_ids=ids, labels=ids).loss`` on the tokenizer's default encoding,
+    and the audit's LOSS AUC is ``roc_auc_score`` on those losses, computed independently here."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "own-loss"
+    code, _, err = run_cli(monkeypatch, capsys, *audit_args(text_world, out, **{"--attacks": "loss"}))
+    assert code == 0, err
+    tokenizer = AutoTokenizer.from_pretrained(text_world.target)
+    model = AutoModelForCausalLM.from_pretrained(text_world.target).eval()
+    files = (text_world.members, text_world.nonmembers)
+    texts = [json.loads(line)["text"] for f in files for line in f.read_text().splitlines()]
+    with torch.no_grad():
+        losses = []
+        for text in texts:
+            ids = torch.tensor([tokenizer(text)["input_ids"]])
+            losses.append(float(model(input_ids=ids, labels=ids).loss))
+    scores = pd.read_csv(out / "scores.csv")
+    np.testing.assert_allclose(scores["mean_nll"], losses, atol=1e-4)
+    np.testing.assert_allclose(-scores["loss"], losses, atol=1e-4)
+    truth = np.r_[np.ones(120), np.zeros(120)]
+    independent = roc_auc_score(truth, -np.array(losses))
+    assert attacks_of(out)["loss"]["auc"] == pytest.approx(independent, abs=0.005)
+    assert independent > 0.9  # the model memorised its members
+
+
 def test_untrained_copy_scores_at_chance(text_world, tmp_path, monkeypatch, capsys) -> None:
     out = tmp_path / "untrained"
     args = audit_args(text_world, out, model=text_world.untrained, **{"--attacks": "loss,min-k,min-k-plus-plus"})

@@ -165,17 +165,18 @@ def gpt2_config(vocab_size: int, eos: int, n_embd: int = 64, n_layer: int = 2, n
     )
 
 
-def train_lm(texts: list[str], tokenizer, *, epochs: int, seed: int, lr: float = 3e-3):
-    """A fresh tiny GPT-2 trained on ``texts`` (each as prefix token + text + EOS) with AdamW."""
+def train_lm(texts: list[str], tokenizer, *, epochs: int, seed: int, lr: float = 3e-3, config=None):
+    """A fresh tiny GPT-2 trained on ``texts`` with AdamW, each text as the tokenizer encodes it by default
+    (the standard ``labels=input_ids`` objective, padding masked out of the loss)."""
     import torch
     from transformers import GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    eos = tokenizer.eos_token_id
-    model = GPT2LMHeadModel(gpt2_config(len(tokenizer), eos))
-    ids = [[eos, *tokenizer(t)["input_ids"], eos] for t in texts]
+    pad = tokenizer.pad_token_id
+    model = GPT2LMHeadModel(config or gpt2_config(len(tokenizer), tokenizer.eos_token_id))
+    ids = [list(tokenizer(t)["input_ids"]) for t in texts]
     length = max(len(x) for x in ids)
-    batch = torch.full((len(ids), length), eos, dtype=torch.long)
+    batch = torch.full((len(ids), length), pad, dtype=torch.long)
     labels = torch.full((len(ids), length), -100, dtype=torch.long)
     mask = torch.zeros((len(ids), length), dtype=torch.long)
     for i, x in enumerate(ids):

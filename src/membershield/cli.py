@@ -380,6 +380,16 @@ def report(
         console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
 
 
+# The encoding a language model is scored under; the tokenizer's default is how `labels=input_ids` trains.
+AddBosOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--add-bos/--no-add-bos",
+        help="Put the BOS token first / never (default: encode as the tokenizer does, as the model trained).",
+    ),
+]
+
+
 @app.command("audit-text")
 def audit_text(
     model: Annotated[str, typer.Option(help="Causal LM directory (save_pretrained: config, weights, tokenizer).")],
@@ -402,6 +412,7 @@ def audit_text(
         int | None, typer.Option(help="Scoring window in tokens (default: the model's context).")
     ] = None,
     stride: Annotated[int | None, typer.Option(help="Step between windows of long texts (default: half).")] = None,
+    add_bos: AddBosOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Audit a causal language model with text membership attacks; write audit.json and scores.csv."""
@@ -422,6 +433,7 @@ def audit_text(
         max_length=max_length,
         stride=stride,
         device=device,
+        add_bos=add_bos,
     )
     with Progress(*_text_progress_columns(), console=errors, transient=True) as progress:
         run = run_text_audit(cfg, progress=_RichProgress(progress))
@@ -479,6 +491,7 @@ def canaries_exposure(
     samples: Annotated[int, typer.Option(help="Sampled candidates for the distribution fit.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed for the sampled candidates.")] = 0,
     batch_tokens: Annotated[int, typer.Option(help="Tokens per forward pass (bounds memory).")] = 8192,
+    add_bos: AddBosOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Exposure (Secret Sharer) of each canary, summarised per repeat count; writes exposure.json."""
@@ -487,7 +500,7 @@ def canaries_exposure(
     from membershield.text.render import exposure_table
 
     load_canaries(canaries)  # a bad canaries file fails before the model loads
-    lm = load_language_model(model, device)
+    lm = load_language_model(model, device, add_bos=add_bos)
     with Progress(*_text_progress_columns(), console=errors, transient=True) as progress:
         doc = canary_exposure(
             lm,
@@ -513,6 +526,7 @@ def extract(
     out: Annotated[str, typer.Option(help="Output directory for extraction.json.")] = "membershield-extraction",
     batch_size: Annotated[int, typer.Option(help="Records decoded together.")] = 32,
     top: Annotated[int, typer.Option(help="Records with the longest reproduced spans to list.")] = 10,
+    add_bos: AddBosOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Greedy-decode each record from its prefix; report how many continue verbatim; writes extraction.json."""
@@ -522,7 +536,7 @@ def extract(
     from membershield.text.render import extraction_table
 
     records = load_jsonl(data, text_field)
-    lm = load_language_model(model, device)
+    lm = load_language_model(model, device, add_bos=add_bos)
     with Progress(*_text_progress_columns(), console=errors, transient=True) as progress:
         doc = extract_verbatim(lm, records, prefix_tokens, suffix_tokens, batch_size, top, _RichProgress(progress))
     _write_text_json(Path(out) / "extraction.json", doc)

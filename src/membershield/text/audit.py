@@ -55,6 +55,7 @@ class TextAuditConfig:
     stride: int | None = None
     device: str = "auto"
     split_check: bool = True
+    add_bos: bool | None = None  # None: score the tokenizer's default encoding, as the model was trained
 
     def validate(self) -> TextAuditConfig:
         has_reference = self.reference_model is not None
@@ -120,6 +121,20 @@ def measure(
     }
 
 
+def tokens_per_record(n_tokens: np.ndarray) -> dict[str, float]:
+    """How many tokens of each record were scored (which ones: ``target.encoding``).
+
+    >>> tokens_per_record(np.array([3, 5, 10]))
+    {'min': 3, 'median': 5.0, 'mean': 6.0, 'max': 10}
+    """
+    return {
+        "min": int(n_tokens.min()),
+        "median": float(np.median(n_tokens)),
+        "mean": float(n_tokens.mean()),
+        "max": int(n_tokens.max()),
+    }
+
+
 def _length_buckets(n_tokens: np.ndarray) -> np.ndarray:
     """Token-length terciles, labelled by their ranges, for per-length slices."""
     edges = np.unique(np.quantile(n_tokens, [1 / 3, 2 / 3]))
@@ -157,8 +172,12 @@ def run_text_audit(config: TextAuditConfig, progress: ProgressCallback | None = 
     is_member[: len(members)] = True
     source = np.array(["members"] * len(members) + ["nonmembers"] * len(nonmembers))
     lines = np.array(members.lines + nonmembers.lines, dtype=np.int64)
-    lm = load_language_model(config.model, config.device)
-    reference_lm = load_language_model(config.reference_model, config.device) if config.reference_model else None
+    lm = load_language_model(config.model, config.device, add_bos=config.add_bos)
+    reference_lm = (
+        load_language_model(config.reference_model, config.device, add_bos=config.add_bos)
+        if config.reference_model
+        else None
+    )
     timings["load"] = time.perf_counter() - clock
 
     scoring = {"batch_tokens": config.batch_tokens, "max_length": config.max_length, "stride": config.stride}
@@ -254,6 +273,7 @@ def run_text_audit(config: TextAuditConfig, progress: ProgressCallback | None = 
             "text_field": config.text_field,
             "n_tokens_members": int(n_tokens[is_member].sum()),
             "n_tokens_nonmembers": int(n_tokens[~is_member].sum()),
+            "tokens_per_record": tokens_per_record(n_tokens),
         },
         utility=utility,
         split_check=split.to_dict() if split else None,

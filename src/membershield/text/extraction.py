@@ -82,7 +82,7 @@ def extract_verbatim(
         )
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be 1 or more, got {batch_size}")
-    start = 0 if lm.prefix_token_id is None else 1  # the prefix token is context, not part of the record
+    start = lm.leading_context_tokens()  # a BOS the encoding puts first is context, not part of the record
     needed = start + prefix_tokens + suffix_tokens
     if needed > lm.max_positions:
         raise ConfigError(

@@ -29,6 +29,7 @@ class LanguageModel:
     weights_sha256: str
     weight_files: dict[str, str] = field(default_factory=dict)
     model_type: str = ""
+    add_bos: bool | None = None  # None: the tokenizer's own special tokens; see encode()
 
     @property
     def device(self) -> Any:
@@ -38,23 +39,63 @@ class LanguageModel:
     def vocab_size(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
-    @property
-    def prefix_token_id(self) -> int | None:
-        """Token put before every text so its first token is scored too: BOS, else EOS (as GPT-2 uses)."""
-        tok = self.tokenizer
-        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-
     def encode(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, starting with :attr:`prefix_token_id` when the model has one."""
-        prefix = self.prefix_token_id
-        encoded = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        """Token ids of each text as the model was trained on them: the tokenizer's default encoding.
+
+        That is ``tokenizer(text)["input_ids"]`` with the tokenizer's own special tokens, exactly what
+        ``model(input_ids=ids, labels=ids)`` scores. ``add_bos`` overrides the tokenizer for a model
+        trained otherwise: ``True`` puts the BOS token first where the tokenizer does not, ``False``
+        drops a BOS the tokenizer puts first. The first token is context, never scored.
+        """
+        encoded = self.tokenizer(list(texts))["input_ids"]
+        bos = self.bos_token_id() if self.add_bos is not None else None
         out = []
         for ids in encoded:
             ids = list(ids)
-            if prefix is not None and (not ids or ids[0] != prefix):
-                ids = [prefix, *ids]
+            if self.add_bos is True and (not ids or ids[0] != bos):
+                ids = [bos, *ids]
+            elif self.add_bos is False and ids and ids[0] == bos:
+                ids = ids[1:]
             out.append(ids)
         return out
+
+    def bos_token_id(self) -> int:
+        """The tokenizer's BOS token; an error for ``--add-bos``/``--no-add-bos`` when it has none."""
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            raise ConfigError(
+                f"{self.path}: the tokenizer has no BOS token, so --add-bos/--no-add-bos cannot apply;"
+                " leave both off to score the tokenizer's own encoding"
+            )
+        return int(bos)
+
+    def leading_context_tokens(self) -> int:
+        """How many special tokens the encoding puts before a text's own tokens (0 or 1 in practice)."""
+        ids = self.encode(["a"])[0]
+        special = set(self.tokenizer.all_special_ids)
+        count = 0
+        while count < len(ids) and ids[count] in special:
+            count += 1
+        return count
+
+    def encoding(self) -> dict[str, Any]:
+        """What the audit scored: the ``scoring`` entry of a text audit's result."""
+        ids = self.encode(["a"])[0]
+        special = set(self.tokenizer.all_special_ids)
+        leading = self.leading_context_tokens()
+        policy = {None: "the tokenizer's default", True: "--add-bos", False: "--no-add-bos"}[self.add_bos]
+        return {
+            "special_tokens": policy,
+            "starts_with": self.tokenizer.convert_ids_to_tokens(ids[:leading]) if leading else [],
+            "ends_with_special_token": bool(ids) and len(ids) > leading and ids[-1] in special,
+            "first_token_scored": False,
+            "padding_side": self.padding_side,
+        }
+
+    @property
+    def padding_side(self) -> str:
+        side = getattr(self.tokenizer, "padding_side", "right")
+        return side if side in ("left", "right") else "right"
 
     def describe(self) -> dict[str, Any]:
         """The ``target`` (or reference) entry of an audit result."""
@@ -68,6 +109,7 @@ class LanguageModel:
             "weight_files": self.weight_files,
             "max_positions": self.max_positions,
             "vocab_size": self.vocab_size,
+            "encoding": self.encoding(),
             "transformers": metadata.version("transformers"),
         }
 
@@ -123,8 +165,11 @@ def _check_causal(config: Any, directory: Path) -> None:
         )
 
 
-def load_language_model(directory: str | Path, device: str = "auto") -> LanguageModel:
-    """Load ``AutoModelForCausalLM`` and ``AutoTokenizer`` from ``directory`` without network access."""
+def load_language_model(directory: str | Path, device: str = "auto", *, add_bos: bool | None = None) -> LanguageModel:
+    """Load ``AutoModelForCausalLM`` and ``AutoTokenizer`` from ``directory`` without network access.
+
+    ``add_bos`` is the encoding policy of :meth:`LanguageModel.encode` (``None``: the tokenizer's own).
+    """
     d = Path(directory)
     if not d.exists():
         raise ModelLoadError(f"model directory not found: {d} (give a directory written by save_pretrained)")
@@ -169,7 +214,7 @@ def load_language_model(directory: str | Path, device: str = "auto") -> Language
     model.eval()
     model.to(resolve_device(device))
     max_positions = _max_positions(config, tokenizer)
-    return LanguageModel(
+    lm = LanguageModel(
         path=str(d),
         model=model,
         tokenizer=tokenizer,
@@ -177,7 +222,11 @@ def load_language_model(directory: str | Path, device: str = "auto") -> Language
         weights_sha256=sha,
         weight_files=files,
         model_type=str(getattr(config, "model_type", "")),
+        add_bos=add_bos,
     )
+    if add_bos is not None:
+        lm.bos_token_id()  # a policy the tokenizer cannot follow fails here, before any scoring
+    return lm
 
 
 def resolve_device(device: str) -> Any:

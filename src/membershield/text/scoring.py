@@ -1,22 +1,29 @@
 """Per-token scores of texts under a causal LM, computed once per model and shared by every attack.
 
-For each scored token ``x_t`` of a text (every token after the prefix token), one forward pass gives
+A text is scored as the model was trained on it: its tokenizer's default encoding (see
+:meth:`~membershield.text.model.LanguageModel.encode`), the first token being context only, exactly the
+tokens ``model(input_ids=ids, labels=ids).loss`` averages over. For each scored token ``x_t`` (every
+token after the first), one forward pass gives
 
 - ``logprob[t] = log p(x_t | x_<t)``,
 - ``mean[t] = E_{z ~ p(.|x_<t)} log p(z | x_<t)`` (minus the entropy of the next-token distribution),
 - ``var[t] = Var_{z ~ p(.|x_<t)} log p(z | x_<t)``,
 
-the last two being what Min-K%++ normalises with (Zhang et al. 2024). Texts are batched with right
-padding under a token budget (the logits tensor is ``batch x length x vocabulary``, so the budget bounds
-memory), and a text longer than the model's context is scored in overlapping windows: each window
-starts ``stride`` tokens after the previous one and scores only tokens not scored before, so every token
-is scored once with at least ``window - stride`` tokens of context (after the first window).
+the last two being what Min-K%++ normalises with (Zhang et al. 2024). Texts are batched, padded on the
+tokenizer's side with the padding masked out and position ids counting real tokens only (so a record's
+scores do not depend on its batch), under a token budget (the logits tensor is ``batch x length x
+vocabulary``, so the budget bounds memory), and a text longer than the model's context is scored in
+overlapping windows: each window starts ``stride`` tokens after the previous one and scores only tokens
+not scored before, so every token is scored once with at least ``window - stride`` tokens of context
+(after the first window).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +90,37 @@ def plan_windows(lengths: list[int], window: int, stride: int) -> list[Window]:
     return out
 
 
+def _padded_batch(
+    batch: list[Window], ids: list[list[int]], pad: int, left: bool
+) -> tuple[Any, Any, Any, list[int]]:
+    """Input ids, attention mask and position ids of a batch of windows, and where each window starts.
+
+    Position ids count only real tokens, so a left-padded window sees the positions it would alone
+    (models with absolute positions, such as GPT-2, otherwise shift every token by the padding).
+    """
+    import torch
+
+    longest = max(w.stop - w.start for w in batch)
+    input_ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), longest), dtype=torch.long)
+    offsets = []
+    for row, w in enumerate(batch):
+        chunk = ids[w.record][w.start : w.stop]
+        offset = longest - len(chunk) if left else 0
+        input_ids[row, offset : offset + len(chunk)] = torch.tensor(chunk, dtype=torch.long)
+        mask[row, offset : offset + len(chunk)] = 1
+        offsets.append(offset)
+    positions = (mask.cumsum(dim=1) - 1).clamp_(min=0)
+    return input_ids, mask, positions, offsets
+
+
+def _accepts_position_ids(model: Any) -> bool:
+    try:
+        return "position_ids" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # a forward without an inspectable signature
+        return False
+
+
 def score_token_ids(
     lm: LanguageModel,
     ids: list[list[int]],
@@ -91,57 +129,44 @@ def score_token_ids(
     batch_tokens: int = 8192,
     max_length: int | None = None,
     stride: int | None = None,
+    padding_side: str | None = None,
     progress: ProgressCallback | None = None,
     label: str = "scoring tokens",
 ) -> TokenScores:
-    """Score token-id sequences (each starting with its context token) under ``lm``; see module docs."""
+    """Score token-id sequences (the first token of each is context) under ``lm``; see module docs.
+
+    ``padding_side`` (default: the tokenizer's) only changes how batches are laid out, never a score.
+    """
     import torch
 
     window = min(max_length or lm.max_positions, lm.max_positions)
     stride = stride or max(1, window // 2)
     windows = plan_windows([len(x) for x in ids], window, stride)
-    vocab = lm.vocab_size
-    budget = max(window, min(batch_tokens, MAX_LOGIT_ELEMENTS // max(vocab, 1)))
+    budget = max(window, min(batch_tokens, MAX_LOGIT_ELEMENTS // max(lm.vocab_size, 1)))
     logprob = [np.zeros(max(len(x) - 1, 0)) for x in ids]
     mean = [np.zeros(max(len(x) - 1, 0)) for x in ids] if distribution else None
     var = [np.zeros(max(len(x) - 1, 0)) for x in ids] if distribution else None
     order = sorted(range(len(windows)), key=lambda i: windows[i].stop - windows[i].start, reverse=True)
-    total = sum(w.stop - w.first_target for w in windows)
-    done = 0
+    total, done = sum(w.stop - w.first_target for w in windows), 0
     report = progress or (lambda stage, d, t: None)
     report(label, 0, total)
-    device = lm.device
+    left = (padding_side or lm.padding_side) == "left"
+    with_positions = _accepts_position_ids(lm.model)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     position = 0
     with torch.inference_mode():
         while position < len(order):
             longest = windows[order[position]].stop - windows[order[position]].start
-            size = max(1, budget // longest)
-            batch = [windows[i] for i in order[position : position + size]]
+            batch = [windows[i] for i in order[position : position + max(1, budget // longest)]]
             position += len(batch)
-            input_ids = torch.full((len(batch), longest), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), longest), dtype=torch.long)
-            for row, w in enumerate(batch):
-                chunk = ids[w.record][w.start : w.stop]
-                input_ids[row, : len(chunk)] = torch.tensor(chunk, dtype=torch.long)
-                mask[row, : len(chunk)] = 1
-            input_ids, mask = input_ids.to(device), mask.to(device)
-            logits = lm.model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
-            lp = torch.log_softmax(logits, dim=-1).clamp_(min=LOG_PROB_FLOOR)
-            del logits
-            token_lp = lp.gather(-1, input_ids[:, 1:, None]).squeeze(-1).double().cpu().numpy()
-            if distribution:
-                p = lp.exp()
-                mu = (p * lp).sum(-1)
-                second = (p * lp * lp).sum(-1)
-                sigma2 = (second - mu * mu).clamp_(min=0.0)
-                mu_np, var_np = mu.double().cpu().numpy(), sigma2.double().cpu().numpy()
-                del p
-            del lp
+            input_ids, mask, positions, offsets = _padded_batch(batch, ids, pad, left)
+            token_lp, mu_np, var_np = _forward_scores(
+                lm, input_ids, mask, positions if with_positions else None, distribution
+            )
             for row, w in enumerate(batch):
                 # logits row j predicts window token j + 1, i.e. record position w.start + j + 1
-                first = w.first_target - w.start - 1
-                last = w.stop - w.start - 1
+                first = offsets[row] + w.first_target - w.start - 1
+                last = offsets[row] + w.stop - w.start - 1
                 target = slice(w.first_target - 1, w.stop - 1)  # record arrays index position t at t - 1
                 logprob[w.record][target] = token_lp[row, first:last]
                 if distribution:
@@ -152,6 +177,27 @@ def score_token_ids(
     return TokenScores(logprob, mean, var)
 
 
+def _forward_scores(
+    lm: LanguageModel, input_ids: Any, mask: Any, positions: Any | None, distribution: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Log-probability of each next token, and the mean and variance of the next-token log-probability."""
+    import torch
+
+    device = lm.device
+    extra = {"position_ids": positions.to(device)} if positions is not None else {}
+    input_ids = input_ids.to(device)
+    logits = lm.model(input_ids=input_ids, attention_mask=mask.to(device), **extra).logits[:, :-1].float()
+    lp = torch.log_softmax(logits, dim=-1).clamp_(min=LOG_PROB_FLOOR)
+    del logits
+    token_lp = lp.gather(-1, input_ids[:, 1:, None]).squeeze(-1).double().cpu().numpy()
+    if not distribution:
+        return token_lp, None, None
+    p = lp.exp()
+    mu = (p * lp).sum(-1)
+    sigma2 = ((p * lp * lp).sum(-1) - mu * mu).clamp_(min=0.0)
+    return token_lp, mu.double().cpu().numpy(), sigma2.double().cpu().numpy()
+
+
 def score_texts(
     lm: LanguageModel,
     texts: list[str],
@@ -160,6 +206,7 @@ def score_texts(
     batch_tokens: int = 8192,
     max_length: int | None = None,
     stride: int | None = None,
+    padding_side: str | None = None,
     progress: ProgressCallback | None = None,
     label: str = "scoring tokens",
     where: list[str] | None = None,
@@ -173,8 +220,8 @@ def score_texts(
     if empty:
         place = where[empty[0]] if where else f"text {empty[0] + 1}"
         raise InputDataError(
-            f"{place}: no token to score (the tokenizer has no BOS or EOS token to start from and the text"
-            " is one token long); give longer texts"
+            f"{place}: no token to score (the text encodes to {len(ids[empty[0]])} token(s) and the first one is"
+            " only context); give longer texts, or --add-bos if the model was trained with a BOS token first"
         )
     return score_token_ids(
         lm,
@@ -183,6 +230,7 @@ def score_texts(
         batch_tokens=batch_tokens,
         max_length=max_length,
         stride=stride,
+        padding_side=padding_side,
         progress=progress,
         label=label,
     )
