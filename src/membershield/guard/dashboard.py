@@ -13,7 +13,7 @@ from markupsafe import Markup, escape
 from membershield.store import AuditRecord
 
 if TYPE_CHECKING:
-    from membershield.guard.app import GuardService
+    from membershield.guard.service import GuardService
 
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"]))
 WIDTH, HEIGHT, PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 560, 240, 44, 16, 16, 48
