@@ -115,6 +115,19 @@ def test_loss_is_the_models_own_loss_and_its_auc(text_world, tmp_path, monkeypat
     assert independent > 0.9  # the model memorised its members
 
 
+def test_texts_on_both_sides_are_dropped_on_request(text_world, tmp_path, monkeypatch, capsys) -> None:
+    lines = text_world.nonmembers.read_text().splitlines()[:100] + text_world.members.read_text().splitlines()[:20]
+    (tmp_path / "mixed.jsonl").write_text("\n".join(lines) + "\n")
+    changes = {"--nonmembers": str(tmp_path / "mixed.jsonl"), "--attacks": "loss"}
+    args = audit_args(text_world, tmp_path / "out", **changes)
+    code, stdout, err = run_cli(monkeypatch, capsys, *args, "--drop-overlap")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert doc["data"]["n_members"] == 100 and doc["data"]["n_nonmembers"] == 100
+    assert doc["data"]["overlap_dropped"]["n_members"] == 20
+    assert "removed from both" in " ".join(stdout.split())
+
+
 def test_untrained_copy_scores_at_chance(text_world, tmp_path, monkeypatch, capsys) -> None:
     out = tmp_path / "untrained"
     args = audit_args(text_world, out, model=text_world.untrained, **{"--attacks": "loss,min-k,min-k-plus-plus"})
@@ -168,6 +181,7 @@ def test_windowed_and_batched_scoring_match_one_pass(text_world) -> None:
         "no tokenizer",
         "reference without model",
         "unknown attack",
+        "members as non-members",
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(case, text_world, tmp_path, monkeypatch, capsys) -> None:
@@ -200,6 +214,9 @@ def test_bad_input_is_one_line_and_exit_2(case, text_world, tmp_path, monkeypatc
             shutil.copy(text_world.target / name, tmp_path / "bare" / name)
         changes["--model"] = str(tmp_path / "bare")
         needles = ("bare", "tokenizer")
+    elif case == "members as non-members":
+        changes["--nonmembers"] = str(text_world.members)
+        needles = ("120 member text(s)", "also non-members", "--drop-overlap")
     elif case == "reference without model":
         changes["--attacks"] = "loss,reference"
         needles = ("reference", "--reference-model")

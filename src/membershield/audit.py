@@ -19,12 +19,14 @@ from membershield import metrics
 from membershield.attacks import AttackInputs, create_attack
 from membershield.attacks.label_only import NOISE_QUERIES, NOISE_SCALE
 from membershield.config import AuditConfig
+from membershield.data.overlap import row_hashes
 from membershield.data.pool import Pool, build_pool, load_population
 from membershield.errors import InputDataError, MembershieldError
 from membershield.noise_queries import noisy_label_agreement
 from membershield.result import AttackResult, AuditResult
 from membershield.split_check import blind_split_check
 from membershield.targets import LoadedModel, load_model
+from membershield.targets.failures import first_failing_row, scores_finitely
 from membershield.training import LogitCache, ReferenceJob, membership_plan, train_or_load
 from membershield.training.backends import LocalBackend, create_backend
 from membershield.training.cache import cache_key
@@ -126,6 +128,7 @@ class PreparedAudit:
     keep: np.ndarray
     jobs: list[ReferenceJob]
     target_job: ReferenceJob | None  # set when the target itself comes from a recipe
+    warnings: list[str]  # about the data itself: dropped overlaps, near-duplicates, a population that is not new
 
     @property
     def n_audit(self) -> int:
@@ -145,14 +148,35 @@ def prepare_audit(config: AuditConfig, model: LoadedModel | None = None) -> Prep
         attack.check(n_references)
     loaded = model if model is not None else load_model(config.model)
     pool = build_pool(
-        config.train, config.holdout, config.label_column, config.slice_column, tuple(config.ignore_columns)
+        config.train,
+        config.holdout,
+        config.label_column,
+        config.slice_column,
+        tuple(config.ignore_columns),
+        id_column=config.id_column,
+        drop_overlap=config.drop_overlap,
     )
     features, raw_labels = pool.features, pool.labels
     fingerprints = dict(pool.fingerprints)
+    warnings = pool.split_warnings()
+    floor = metrics.smallest_resolvable_tpr(pool.n_members)
+    if floor > 0.05:
+        warnings.append(
+            f"only {pool.n_members} members: a TPR below {100 * floor:.0f}% cannot be told from 0 (with no member"
+            f" flagged, its 95% interval reaches {100 * floor:.0f}%) and every TPR moves in steps of"
+            f" {100 / pool.n_members:.0f}%; give more members to resolve smaller rates"
+        )
     if config.population:
         pop_features, pop_labels, fingerprints["population"] = load_population(
             config.population, config.label_column, list(features.columns)
         )
+        seen = np.flatnonzero(np.isin(row_hashes(pop_features), row_hashes(features)))
+        if seen.size:
+            warnings.append(
+                f"{seen.size} population record(s) of {config.population} are also members or non-members"
+                f" (rows {', '.join(str(r) for r in seen[:5])}{', ...' if seen.size > 5 else ''}): population"
+                " records must be unseen by the target; remove them"
+            )
         features = pd.concat([features, pop_features], ignore_index=True)
         raw_labels = np.concatenate([raw_labels, pop_labels])
     if loaded.target is not None:
@@ -185,6 +209,7 @@ def prepare_audit(config: AuditConfig, model: LoadedModel | None = None) -> Prep
         keep=keep,
         jobs=jobs,
         target_job=target_job,
+        warnings=warnings,
     )
 
 
@@ -201,7 +226,7 @@ def _data_fingerprint(file_digests: dict[str, str], label_column: str, feature_c
     )
 
 
-def _target_logits(prepared: PreparedAudit, config: AuditConfig, cache: LogitCache | None, backend) -> np.ndarray:
+def _target_logits(prepared: PreparedAudit, cache: LogitCache | None, backend) -> np.ndarray:
     if prepared.target_job is not None:
         logits, _ = train_or_load(
             prepared.loaded.recipe,
@@ -215,18 +240,36 @@ def _target_logits(prepared: PreparedAudit, config: AuditConfig, cache: LogitCac
         )
         logits = logits[0]
     else:
-        assert prepared.loaded.target is not None
+        target = prepared.loaded.target
+        assert target is not None
         try:
-            logits = np.asarray(prepared.loaded.target.logits(prepared.features), dtype=np.float32)
+            with np.errstate(all="ignore"):  # judged below: an overflow shows as a non-finite output
+                logits = np.asarray(target.logits(prepared.features), dtype=np.float32)
         except MembershieldError:
             raise
         except Exception as exc:  # the user's model failed on the user's data: say where
-            raise InputDataError(
-                f"the model failed to score the data from {config.train}: {type(exc).__name__}: {exc}".splitlines()[0]
-            ) from exc
+            problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise InputDataError(_unscorable(prepared, target, problem)) from exc
     if not np.isfinite(logits).all():
-        raise InputDataError("the model returned NaN or infinite outputs on the audit data; check the model")
+        bad = int(np.count_nonzero(~np.isfinite(logits).all(axis=1)))
+        problem = f"it returned NaN or infinite outputs for {bad} record(s)"
+        raise InputDataError(_unscorable(prepared, prepared.loaded.target, problem))
     return logits
+
+
+def _unscorable(prepared: PreparedAudit, target, problem: str) -> str:
+    """The error for audit data the model cannot score, naming the first record it fails on."""
+    row = first_failing_row(prepared.features, scores_finitely(target.logits)) if target is not None else None
+    if row is None:
+        where = ""
+    elif row < prepared.n_audit:
+        where = f" (first: {prepared.pool.source[row]} row {int(prepared.pool.source_row[row])})"
+    else:
+        where = f" (first: population row {row - prepared.n_audit})"
+    return (
+        f"the model cannot score the audit data{where}: {problem}; values far outside the model's range"
+        " overflow its arithmetic: check those records or the model"
+    )
 
 
 def run_audit(
@@ -251,7 +294,7 @@ def run_audit(
     clock = time.perf_counter()
     if prepared.target_job is not None:
         report("training the target from its recipe", 0, 1)
-    target_logits = _target_logits(prepared, config, cache, backend)
+    target_logits = _target_logits(prepared, cache, backend)
     timings["target"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -327,19 +370,14 @@ def run_audit(
     utility["accuracy_gap"] = utility["train_accuracy"] - utility["holdout_accuracy"]
 
     split = None
-    warnings: list[str] = []
+    warnings = list(prepared.warnings)
     if config.split_check:
         report("split check", 0, 0)
         clock = time.perf_counter()
         split = blind_split_check(pool.features, raw_labels[:n_audit], is_member, seed=config.seed)
         timings["split_check"] = time.perf_counter() - clock
-        if not split.ok:
-            warnings.append(
-                "SPLIT CHECK FAILED: a classifier that never queries the model tells members from non-members"
-                f" with AUC {split.blind_auc:.3f} ({100 * split.confidence:g}% CI"
-                f" {split.ci_low:.3f}-{split.ci_high:.3f}); membership is confounded with a distribution shift,"
-                " so attack numbers overstate memorisation."
-            )
+        if (warning := split.warning()) is not None:
+            warnings.append(warning)
     result = AuditResult(
         target={
             "kind": loaded.kind,
@@ -361,6 +399,9 @@ def run_audit(
             "label_column": config.label_column,
             "slice_column": config.slice_column,
             "n_features": int(pool.features.shape[1]),
+            "id_column": config.id_column,
+            "overlap_dropped": pool.dropped_overlap.to_dict() if pool.dropped_overlap else None,
+            "near_duplicates": pool.near_duplicates.to_dict() if pool.near_duplicates else None,
         },
         utility=utility,
         split_check=split.to_dict() if split else None,

@@ -34,6 +34,18 @@ app = typer.Typer(
 console = Console() if Console().is_terminal else Console(width=140)
 errors = Console(stderr=True)
 
+DropOverlapOption = Annotated[
+    bool, typer.Option("--drop-overlap", help="Remove records found on both sides from both (else: an error).")
+]
+# The encoding a language model is scored under; the tokenizer's default is how `labels=input_ids` trains.
+AddBosOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--add-bos/--no-add-bos",
+        help="Put the BOS token first / never (default: encode as the tokenizer does, as the model trained).",
+    ),
+]
+
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
@@ -143,6 +155,10 @@ def audit(
     ignore_columns: Annotated[
         str | None, typer.Option(help="Comma-separated columns that are not model features.")
     ] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="Column identifying each record: overlap is checked by id; not a feature.")
+    ] = None,
+    drop_overlap: DropOverlapOption = False,
     seed: Annotated[int | None, typer.Option(help="Seed for every random choice; same seed, same audit.")] = None,
     out: Annotated[str | None, typer.Option(help="Output directory for audit.json and scores.csv.")] = None,
     cache: Annotated[str | None, typer.Option(help="Directory of cached reference-model outputs.")] = None,
@@ -191,6 +207,8 @@ def audit(
         "out": out,
         "cache": cache,
         "ignore_columns": [c.strip() for c in ignore_columns.split(",") if c.strip()] if ignore_columns else None,
+        "id_column": id_column,
+        "drop_overlap": drop_overlap or None,
     }
     cfg = build_config(file_values, flags)
     if plan:
@@ -380,16 +398,6 @@ def report(
         console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
 
 
-# The encoding a language model is scored under; the tokenizer's default is how `labels=input_ids` trains.
-AddBosOption = Annotated[
-    bool | None,
-    typer.Option(
-        "--add-bos/--no-add-bos",
-        help="Put the BOS token first / never (default: encode as the tokenizer does, as the model trained).",
-    ),
-]
-
-
 @app.command("audit-text")
 def audit_text(
     model: Annotated[str, typer.Option(help="Causal LM directory (save_pretrained: config, weights, tokenizer).")],
@@ -413,6 +421,7 @@ def audit_text(
     ] = None,
     stride: Annotated[int | None, typer.Option(help="Step between windows of long texts (default: half).")] = None,
     add_bos: AddBosOption = None,
+    drop_overlap: DropOverlapOption = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Audit a causal language model with text membership attacks; write audit.json and scores.csv."""
@@ -434,6 +443,7 @@ def audit_text(
         stride=stride,
         device=device,
         add_bos=add_bos,
+        drop_overlap=drop_overlap,
     )
     with Progress(*_text_progress_columns(), console=errors, transient=True) as progress:
         run = run_text_audit(cfg, progress=_RichProgress(progress))
@@ -695,7 +705,7 @@ def keys_create(
     store: Annotated[str | None, typer.Option(help="History database, a file or URL.")] = None,
 ) -> None:
     """Create an API key and print it once; only its sha256 is stored."""
-    from membershield.guard.app import issue_key
+    from membershield.guard.keys import issue_key
     from membershield.store import open_store
 
     with open_store(store) as opened:

@@ -30,6 +30,8 @@ class AuditConfig:
     population: str | None = None
     slice_column: str | None = None
     ignore_columns: list[str] = field(default_factory=list)
+    id_column: str | None = None
+    drop_overlap: bool = False
     seed: int = 0
     out: str = "membershield-audit"
     cache: str = ".membershield/cache"
@@ -81,6 +83,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "population": (str, type(None)),
     "slice_column": (str, type(None)),
     "ignore_columns": (list,),
+    "id_column": (str, type(None)),
+    "drop_overlap": (bool,),
     "seed": (int,),
     "out": (str,),
     "cache": (str,),

@@ -340,6 +340,21 @@ def nonmembers_needed(fpr: float, confidence: float = 0.95) -> int:
     return n
 
 
+def smallest_resolvable_tpr(n_members: int, confidence: float = 0.95) -> float:
+    """The TPR below which ``n_members`` members cannot tell a rate from 0: the upper end of the
+    interval of a TPR with no member flagged (the interval :func:`tpr_at_fpr` reports has the same tail).
+
+    >>> round(smallest_resolvable_tpr(10), 3)
+    0.355
+    >>> round(smallest_resolvable_tpr(1000), 4)
+    0.0044
+    """
+    if n_members < 1:
+        raise ConfigError(f"n_members must be 1 or more, got {n_members}")
+    tail = _tpr_tail(_check_confidence(confidence))
+    return float(-math.expm1(math.log(tail) / n_members))
+
+
 def _enough_nonmembers(n: int, fpr: float, tail: float) -> bool:
     """Whether ``n`` non-members, none flagged, show the FPR to be at most ``fpr``: ``1 - tail ** (1 / n)``."""
     return -math.expm1(math.log(tail) / n) <= fpr

@@ -7,6 +7,12 @@ and every attack's AUC mixes that shift with memorisation. Published LLM members
 been shown to suffer exactly this (Duan et al. 2024, "Do Membership Inference Attacks Work on Large
 Language Models?"; Das et al. 2024, "Blind Baselines Beat Membership Inference Attacks for Foundation
 Models").
+
+The check is two-sided. A blind AUC far *below* 0.5 is a broken split too: the classifier fits on
+half the records and is scored on the other half, so a record whose copy (or near-copy) sits on the
+other side of the split, with the opposite membership, is predicted the wrong way. Holdout files that
+share records with the training file produce exactly that (an AUC of 0.33 where the model's own audit
+reads "no leak").
 """
 
 from __future__ import annotations
@@ -35,6 +41,27 @@ class SplitCheck:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    def warning(self, source: str = "the records alone") -> str | None:
+        """The audit's warning when the check fails, saying what each direction means."""
+        if self.ok:
+            return None
+        measured = (
+            f"AUC {self.blind_auc:.3f} ({100 * self.confidence:g}% CI {self.ci_low:.3f}-{self.ci_high:.3f})"
+            f" from {source}"
+        )
+        if self.ci_low > 0.5:
+            return (
+                "SPLIT CHECK FAILED: a classifier that never queries the model tells members from non-members with"
+                f" {measured}; membership is confounded with a distribution shift, so attack numbers overstate"
+                " memorisation."
+            )
+        return (
+            "SPLIT CHECK FAILED: a classifier that never queries the model scores members and non-members the"
+            f" wrong way round, {measured}, far below 0.5: records (or near-copies) on both sides of the split"
+            " fool it, so members and non-members are not distinct records and attack numbers understate"
+            " leakage; de-duplicate across the split."
+        )
+
     @classmethod
     def from_held_out(
         cls,
@@ -51,7 +78,7 @@ class SplitCheck:
             blind_auc=float(value),
             ci_low=float(interval.low),
             ci_high=float(interval.high),
-            ok=bool(interval.low <= 0.5),
+            ok=bool(interval.low <= 0.5 <= interval.high),
             n_members=n_members,
             n_nonmembers=n_nonmembers,
             confidence=confidence,
@@ -79,8 +106,8 @@ def blind_split_check(
     The classifier trains on a random stratified half and is scored on the other half, so the DeLong
     interval is valid for a fixed classifier on independent records. (Pooling cross-validated
     predictions looks more efficient but ignores the fold-to-fold variance: on random splits of the
-    digits table it raised the alarm 2 times in 8.) ``ok`` is False when the interval's lower end is
-    above 0.5, i.e. the split is distinguishable without the model at the stated confidence. The default
+    digits table it raised the alarm 2 times in 8.) ``ok`` is False when the interval excludes 0.5 on
+    either side: the split is distinguishable without the model, or shared records fool the classifier. The default
     is 99% because the alarm tells a user to distrust the whole audit: at 95% one random split in 40
     would be flagged.
     """

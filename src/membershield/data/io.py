@@ -25,6 +25,8 @@ def load_table(path: str | Path) -> pd.DataFrame:
     if p.is_dir():
         raise InputDataError(f"expected a data file but {p} is a directory")
     suffix = p.suffix.lower()
+    if p.stat().st_size == 0:
+        raise InputDataError(f"data file {p} is empty (0 bytes): give a table with a header row and records")
     try:
         if suffix == ".csv":
             frame = pd.read_csv(p)

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from membershield.data.io import load_table
+from membershield.data.overlap import (
+    NearDuplicates,
+    Overlap,
+    find_near_duplicates,
+    find_overlap,
+    overlap_message,
+    row_hashes,
+)
 from membershield.errors import InputDataError
 
 
@@ -39,6 +47,21 @@ class Pool:
     slice_values: np.ndarray | None
     slice_column: str | None
     fingerprints: dict[str, str]
+    dropped_overlap: Overlap | None = None  # records that were on both sides, removed (--drop-overlap)
+    near_duplicates: NearDuplicates | None = None
+
+    def split_warnings(self) -> list[str]:
+        """What the audit result must say about the split itself."""
+        out = []
+        if self.dropped_overlap:
+            o = self.dropped_overlap
+            out.append(
+                f"{o.member_rows.size} member and {o.nonmember_rows.size} non-member records were on both sides"
+                f" ({o.by}) and were removed from both (--drop-overlap)"
+            )
+        if self.near_duplicates is not None and (warning := self.near_duplicates.warning()):
+            out.append(warning)
+        return out
 
     @property
     def n_members(self) -> int:
@@ -119,14 +142,26 @@ def build_pool(
     label_column: str,
     slice_column: str | None = None,
     ignore_columns: tuple[str, ...] = (),
+    *,
+    id_column: str | None = None,
+    drop_overlap: bool = False,
 ) -> Pool:
-    """Load members (the target's training records) and non-members into one validated pool."""
+    """Load members (the target's training records) and non-members into one validated pool.
+
+    A record on both sides (identical features, or the same ``id_column`` value) is an error, or with
+    ``drop_overlap`` is removed from both; near-duplicates across the split are counted for a warning.
+    The id column is never a feature.
+    """
     paths = (Path(members_path), Path(nonmembers_path))
     frames = [load_table(p) for p in paths]
-    parts = [
-        split_features(f, p, label_column, slice_column, ignore_columns) for f, p in zip(frames, paths, strict=True)
-    ]
-    (f_in, y_in, s_in), (f_out, y_out, s_out) = parts
+    not_features = tuple(ignore_columns) + ((id_column,) if id_column and id_column not in ignore_columns else ())
+    for frame, path in zip(frames, paths, strict=True):
+        if id_column is not None and id_column not in frame.columns:
+            raise InputDataError(
+                f"id column '{id_column}' not found in {path}; columns are: {_preview(frame.columns)} (set --id-column)"
+            )
+    parts = [split_features(f, p, label_column, slice_column, not_features) for f, p in zip(frames, paths, strict=True)]
+    (f_in, _, _), (f_out, _, _) = parts
     if list(f_in.columns) != list(f_out.columns):
         only_in = sorted(set(f_in.columns) - set(f_out.columns))
         only_out = sorted(set(f_out.columns) - set(f_in.columns))
@@ -134,19 +169,44 @@ def build_pool(
             f"{paths[0]} and {paths[1]} have different feature columns"
             f" (only in members: {only_in or '-'}, only in non-members: {only_out or '-'}, or another order)"
         )
+    if id_column is not None:
+        keys = [frame[id_column].astype(str).to_numpy() for frame in frames]
+        overlap = find_overlap(keys[0], keys[1], f"id column '{id_column}'")
+    else:
+        overlap = find_overlap(row_hashes(f_in), row_hashes(f_out), "features")
+    if overlap and not drop_overlap:
+        raise InputDataError(overlap_message(overlap, paths[0], paths[1]))
+    kept = [
+        np.setdiff1d(np.arange(len(frames[0])), overlap.member_rows),
+        np.setdiff1d(np.arange(len(frames[1])), overlap.nonmember_rows),
+    ]
+    for rows, path, role in zip(kept, paths, ("members", "non-members"), strict=True):
+        if rows.size < 2:
+            raise InputDataError(
+                f"{path}: {rows.size} {role} left after dropping the records on both sides; an audit needs at least 2"
+            )
+    (f_in, y_in, s_in), (f_out, y_out, s_out) = [
+        (f.iloc[rows].reset_index(drop=True), y[rows], None if sl is None else sl[rows])
+        for (f, y, sl), rows in zip(parts, kept, strict=True)
+    ]
     features = pd.concat([f_in, f_out], ignore_index=True)
     labels = np.concatenate([y_in, y_out])
     is_member = np.concatenate([np.ones(len(y_in), bool), np.zeros(len(y_out), bool)])
     slices = np.concatenate([s_in, s_out]) if s_in is not None and s_out is not None else None
+    near = find_near_duplicates(f_in, f_out)
     return Pool(
         features=features,
         labels=labels,
         is_member=is_member,
         source=np.array(["members"] * len(y_in) + ["nonmembers"] * len(y_out)),
-        source_row=np.concatenate([np.arange(len(y_in)), np.arange(len(y_out))]),
+        source_row=np.concatenate(kept),
         slice_values=slices,
         slice_column=slice_column,
         fingerprints={"members": fingerprint_frame(frames[0]), "nonmembers": fingerprint_frame(frames[1])},
+        dropped_overlap=overlap if overlap else None,
+        near_duplicates=replace(
+            near, nonmember_rows=kept[1][near.nonmember_rows], member_rows=kept[0][near.member_rows]
+        ),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pandas as pd
 
 from membershield import metrics
 from membershield.config import DEFAULT_FPRS
+from membershield.data.overlap import Overlap, find_overlap
 from membershield.errors import ConfigError, InputDataError, MembershieldError
 from membershield.result import AttackResult, AuditResult
 from membershield.text.attacks import (
@@ -56,6 +57,7 @@ class TextAuditConfig:
     device: str = "auto"
     split_check: bool = True
     add_bos: bool | None = None  # None: score the tokenizer's default encoding, as the model was trained
+    drop_overlap: bool = False  # texts on both sides: an error unless they are to be dropped
 
     def validate(self) -> TextAuditConfig:
         has_reference = self.reference_model is not None
@@ -144,13 +146,35 @@ def _length_buckets(n_tokens: np.ndarray) -> np.ndarray:
     return np.array([names[min(b, len(names) - 1)] for b in bucket])
 
 
-def _load_records(config: TextAuditConfig) -> tuple[TextRecords, TextRecords]:
+def _load_records(config: TextAuditConfig) -> tuple[TextRecords, TextRecords, Overlap | None]:
+    """Members and non-members; a text on both sides is an error, or with ``drop_overlap`` dropped."""
     members = load_jsonl(config.members, config.text_field)
     nonmembers = load_jsonl(config.nonmembers, config.text_field)
+    overlap = find_overlap(np.array(members.texts, dtype=object), np.array(nonmembers.texts, dtype=object), "text")
+    if overlap and not config.drop_overlap:
+        raise InputDataError(
+            f"{overlap.member_rows.size} member text(s) of {members.path} are also non-members in"
+            f" {nonmembers.path} (lines {', '.join(str(members.lines[i]) for i in overlap.member_rows[:5])} and"
+            f" {', '.join(str(nonmembers.lines[i]) for i in overlap.nonmember_rows[:5])}): a record cannot be both;"
+            " fix the split, or pass --drop-overlap to remove them from both sides"
+        )
+    if overlap:
+        members = _without(members, overlap.member_rows)
+        nonmembers = _without(nonmembers, overlap.nonmember_rows)
     for records, role in ((members, "members"), (nonmembers, "non-members")):
         if len(records) < 2:
             raise InputDataError(f"{records.path}: {len(records)} record(s); an audit needs at least 2 {role}")
-    return members, nonmembers
+    return members, nonmembers, overlap if overlap else None
+
+
+def _without(records: TextRecords, rows: np.ndarray) -> TextRecords:
+    keep = [i for i in range(len(records)) if i not in set(rows.tolist())]
+    return replace(
+        records,
+        texts=[records.texts[i] for i in keep],
+        lines=[records.lines[i] for i in keep],
+        raw=[records.raw[i] for i in keep],
+    )
 
 
 def run_text_audit(config: TextAuditConfig, progress: ProgressCallback | None = None) -> TextAuditRun:
@@ -166,7 +190,7 @@ def run_text_audit(config: TextAuditConfig, progress: ProgressCallback | None = 
 
     clock = time.perf_counter()
     report("loading data and model", 0, 0)
-    members, nonmembers = _load_records(config)
+    members, nonmembers, overlap = _load_records(config)
     texts = members.texts + nonmembers.texts
     is_member = np.zeros(len(texts), dtype=bool)
     is_member[: len(members)] = True
@@ -238,19 +262,19 @@ def run_text_audit(config: TextAuditConfig, progress: ProgressCallback | None = 
     timings["attacks"] = sum(r.seconds for r in attack_results)
 
     warnings: list[str] = []
+    if overlap is not None:
+        warnings.append(
+            f"{overlap.member_rows.size} member and {overlap.nonmember_rows.size} non-member texts were on both"
+            " sides and were removed from both (--drop-overlap)"
+        )
     split = None
     if config.split_check:
         clock = time.perf_counter()
         report("split check", 0, 0)
         split = text_split_check(texts, is_member, n_tokens, seed=config.seed)
         timings["split_check"] = time.perf_counter() - clock
-        if not split.ok:
-            warnings.append(
-                "SPLIT CHECK FAILED: a classifier that never queries the model tells members from non-members"
-                f" with AUC {split.blind_auc:.3f} ({100 * split.confidence:g}% CI"
-                f" {split.ci_low:.3f}-{split.ci_high:.3f}) from the texts alone; members and non-members differ"
-                " in distribution, so attack numbers overstate memorisation."
-            )
+        if (warning := split.warning("the texts alone")) is not None:
+            warnings.append(warning)
 
     nll = target.mean_nll()
     total_nll, total_tokens = target.total_nll(), n_tokens.astype(np.float64)
@@ -274,6 +298,7 @@ def run_text_audit(config: TextAuditConfig, progress: ProgressCallback | None = 
             "n_tokens_members": int(n_tokens[is_member].sum()),
             "n_tokens_nonmembers": int(n_tokens[~is_member].sum()),
             "tokens_per_record": tokens_per_record(n_tokens),
+            "overlap_dropped": overlap.to_dict() if overlap is not None else None,
         },
         utility=utility,
         split_check=split.to_dict() if split else None,
