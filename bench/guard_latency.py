@@ -39,8 +39,8 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 
-from membershield.guard.app import issue_key
 from membershield.guard.detector import ProbingDetector
+from membershield.guard.keys import issue_key
 from membershield.guard.policy import DetectorConfig
 from membershield.store import open_store
 

@@ -22,7 +22,7 @@ from membershield.attacks import REGISTRY
 from membershield.config import build_config, read_config_file
 from membershield.errors import MembershieldError
 from membershield.metrics import nonmembers_needed, unresolved_fprs
-from membershield.result import AuditResult
+from membershield.result import HEADLINE_FPR, AuditResult, rate_in, summary_rate
 
 app = typer.Typer(
     add_completion=False,
@@ -249,13 +249,13 @@ def list_attacks() -> None:
 
 
 def _record_audit(out: Path, store: str | None, model_name: str | None, model_version: str | None) -> None:
-    from membershield.gate import load_audit
+    from membershield.result import load_document
     from membershield.store import open_store
 
     audit_file = out / "audit.json"
     with open_store(store) as history:
         record = history.record_audit(
-            load_audit(audit_file),
+            load_document(audit_file),
             model_name=model_name,
             model_version=model_version,
             report_path=str(audit_file),
@@ -353,7 +353,7 @@ def history(
         delta = f"{auc - last_auc[record.model_name]:+.3f}" if auc is not None and record.model_name in last_auc else ""
         if auc is not None:
             last_auc[record.model_name] = auc
-        rate = m.get("tpr_at_fpr", {}).get("0.01")
+        rate = summary_rate(m) if m else None
         if rate is None:
             shown_tpr = "-"
         elif not rate.get("measurable"):
@@ -557,11 +557,11 @@ def extract(
 def _write_text_json(path: Path, doc: dict[str, Any]) -> None:
     import json
 
-    from membershield.result import _jsonable
+    from membershield.result import jsonable
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+        path.write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise MembershieldError(f"cannot write {path}: {exc.strerror} (pass --out DIR)") from exc
 
@@ -628,7 +628,7 @@ def compare(
     table.add_column("verdict")
     for variant in document["variants"]:
         found = next(a for a in variant["attacks"] if a["name"] == attack)
-        rate = next((r for r in found["tpr_at_fpr"] if abs(r["fpr"] - 0.01) < 1e-12), None)
+        rate = rate_in(found["tpr_at_fpr"], HEADLINE_FPR)
         shown = "not measurable"
         if rate is not None and rate["measurable"]:
             shown = f"{_pct(rate['tpr'])} ({_pct(rate['ci_low'])}–{_pct(rate['ci_high'])})"

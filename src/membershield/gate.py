@@ -18,7 +18,6 @@ supplies the previous audit.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import tomllib
 import xml.etree.ElementTree as ET
@@ -28,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from membershield.attacks import REGISTRY
-from membershield.errors import ConfigError, InputDataError
+from membershield.errors import ConfigError
 from membershield.metrics import nonmembers_needed, rate_difference_interval
+from membershield.result import AuditResult, check_document, fpr_key, load_document, rate_in, summary
 
 BOUNDS = ("upper", "point")
 REGRESSION_METRICS = ("auc", "advantage", "epsilon_lower_bound")
@@ -57,7 +57,7 @@ class Policy:
     def to_dict(self) -> dict[str, Any]:
         """The policy as TOML-shaped plain data (FPR keys as strings), e.g. to store next to a verdict."""
         data = asdict(self)
-        data["max_tpr_at_fpr"] = {_fpr_key(f): v for f, v in self.max_tpr_at_fpr.items()}
+        data["max_tpr_at_fpr"] = {fpr_key(f): v for f, v in self.max_tpr_at_fpr.items()}
         data["attacks"] = list(self.attacks) if self.attacks is not None else None
         return data
 
@@ -69,10 +69,6 @@ _LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "max_epsilon_lower_bound": (0.0, math.inf),
     "max_accuracy_gap": (-1.0, 1.0),
 }
-
-
-def _fpr_key(fpr: float) -> str:
-    return repr(float(fpr))
 
 
 def _is_number(value: Any) -> bool:
@@ -206,61 +202,9 @@ def load_policy(path: str | Path) -> Policy:
 # Audit input
 
 
-def audit_problems(audit: Any) -> list[str]:
-    """Problems that make a document unusable as an audit result (``audit.json``)."""
-    if not isinstance(audit, Mapping):
-        return ["it is not a JSON object"]
-    problems = []
-    attacks = audit.get("attacks")
-    if not isinstance(attacks, list) or not all(isinstance(a, Mapping) and "name" in a for a in attacks):
-        problems.append("it has no 'attacks' list with named attack results")
-    elif not attacks:
-        problems.append("its 'attacks' list is empty: an audit that ran no attack cannot pass a gate")
-    for key in ("data", "utility"):
-        if not isinstance(audit.get(key), Mapping):
-            problems.append(f"it has no '{key}' object")
-    return problems
-
-
 def load_audit(path: str | Path) -> dict[str, Any]:
-    """Read an ``audit.json`` written by ``membershield audit``."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputDataError(f"audit file not found: {p} (give the audit.json that membershield audit wrote)")
-    try:
-        audit = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"audit file {p} is not valid JSON: {exc}") from exc
-    problems = audit_problems(audit)
-    if problems:
-        raise InputDataError(f"{p} is not a membershield audit result: " + "; ".join(problems))
-    return audit
-
-
-def metrics_summary(audit: Mapping[str, Any]) -> dict[str, Any]:
-    """The numbers of an audit that history and regression checks need, as plain JSON data."""
-    attacks = {}
-    for attack in audit.get("attacks", []):
-        attacks[attack["name"]] = {
-            "auc": attack.get("auc"),
-            "auc_ci_low": attack.get("auc_ci_low"),
-            "auc_ci_high": attack.get("auc_ci_high"),
-            "advantage": attack.get("advantage"),
-            "epsilon_lower_bound": attack.get("epsilon_lower_bound"),
-            "tpr_at_fpr": {
-                _fpr_key(rate["fpr"]): {k: rate.get(k) for k in ("tpr", "ci_low", "ci_high", "measurable")}
-                for rate in attack.get("tpr_at_fpr", [])
-            },
-        }
-    data = audit.get("data", {})
-    split = audit.get("split_check")
-    return {
-        "attacks": attacks,
-        "accuracy_gap": audit.get("utility", {}).get("accuracy_gap"),
-        "split_check_ok": split.get("ok") if isinstance(split, Mapping) else None,
-        "n_members": data.get("n_members"),
-        "n_nonmembers": data.get("n_nonmembers"),
-    }
+    """The validated document of an ``audit.json`` (:func:`membershield.result.load_document`)."""
+    return load_document(path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,7 +303,7 @@ def _tpr_checks(attack: Mapping[str, Any], policy: Policy, n_nonmembers: Any) ->
     rates = attack.get("tpr_at_fpr") or []
     for fpr, limit in sorted(policy.max_tpr_at_fpr.items()):
         metric = f"TPR@{100 * fpr:g}%FPR"
-        entry = next((r for r in rates if math.isclose(r.get("fpr", -1.0), fpr, rel_tol=1e-9, abs_tol=1e-15)), None)
+        entry = rate_in(rates, fpr)
         if entry is None:
             measured = ", ".join(f"{100 * r['fpr']:g}%" for r in rates if "fpr" in r) or "none"
             reason = f"the audit did not measure this FPR (it has {measured}); rerun it with this FPR in fprs"
@@ -458,16 +402,18 @@ def _regression_checks(
     return checks
 
 
-def evaluate(audit: Mapping[str, Any], policy: Policy, previous: Mapping[str, Any] | None = None) -> Verdict:
-    """Judge an audit result (the ``audit.json`` document) against a policy.
+def evaluate(
+    audit: AuditResult | Mapping[str, Any], policy: Policy, previous: Mapping[str, Any] | None = None
+) -> Verdict:
+    """Judge an audit result (or its ``audit.json`` document) against a policy.
 
     ``previous`` is the last passing audit of the same model, as an audit document or as its
-    :func:`metrics_summary` (optionally with a ``label`` naming it); it is needed only for
+    :func:`membershield.result.summary` (optionally with a ``label`` naming it); it is needed only for
     ``max_regression``.
     """
-    problems = audit_problems(audit)
-    if problems:
-        raise InputDataError("not a membershield audit result: " + "; ".join(problems))
+    if isinstance(audit, AuditResult):
+        audit = audit.to_dict()
+    check_document(audit)
     by_name = {a["name"]: a for a in audit["attacks"]}
     names = list(policy.attacks) if policy.attacks is not None else list(by_name)
     n_nonmembers = audit.get("data", {}).get("n_nonmembers")
@@ -511,14 +457,14 @@ def evaluate(audit: Mapping[str, Any], policy: Policy, previous: Mapping[str, An
         checks.append(_split_check(audit))
     compared_with = None
     if policy.max_regression:
-        summary = metrics_summary(audit)
+        current = summary(audit)
         before = None
         if previous is not None:
-            before = dict(previous) if isinstance(previous.get("attacks"), Mapping) else metrics_summary(previous)
+            before = dict(previous) if isinstance(previous.get("attacks"), Mapping) else summary(previous)
             before.setdefault("label", previous.get("label"))
             compared_with = before.get("label") or "the last passing audit"
         present = [n for n in names if n in by_name]
-        checks += _regression_checks(summary, before, present, policy)
+        checks += _regression_checks(current, before, present, policy)
     return Verdict(checks=checks, compared_with=compared_with)
 
 

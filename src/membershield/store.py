@@ -49,7 +49,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import NullPool
 
 from membershield.errors import MembershieldError
-from membershield.gate import metrics_summary
+from membershield.result import summary, worst_in_summary
 
 DEFAULT_STORE = ".membershield/history.db"
 STORE_ENV = "MEMBERSHIELD_STORE"  # a default for --store, so a team sets its database once per machine
@@ -174,8 +174,7 @@ class AuditRecord:
 
     def worst_attack(self) -> tuple[str, dict[str, Any]] | None:
         """The attack with the highest AUC, with its metrics."""
-        attacks = [(n, m) for n, m in self.metrics.get("attacks", {}).items() if m.get("auc") is not None]
-        return max(attacks, key=lambda item: item[1]["auc"]) if attacks else None
+        return worst_in_summary(self.metrics)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -423,7 +422,7 @@ class Store:
             model_version=model_version,
             model_sha256=audit.get("target", {}).get("sha256"),
             fingerprints=dict(audit.get("data", {}).get("fingerprints") or {}),
-            metrics=metrics_summary(audit),
+            metrics=summary(audit),
             verdict=None,
             report_path=str(report_path) if report_path is not None else None,
             out_dir=str(out_dir) if out_dir is not None else None,

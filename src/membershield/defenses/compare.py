@@ -21,8 +21,7 @@ rounding in PyTorch's kernels).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from membershield.defenses.registry import Defense, OutputDefense, parse_defense
 from membershield.defenses.training import DefendedRecipe, HardenedRecipe, NoDefense, TrainingDefense
 from membershield.errors import ConfigError, InputDataError, MembershieldError, ModelLoadError
 from membershield.metrics import nonmembers_needed
-from membershield.result import environment_stamp
+from membershield.result import HEADLINE_FPR, environment_stamp, rate_in
 from membershield.targets import LoadedModel, load_model
 from membershield.targets.base import Recipe
 from membershield.training.backends import BACKENDS
@@ -48,7 +47,6 @@ DEFAULT_ATTACKS = ("loss", "confidence", "lira", "rmia")
 OUTPUT_DEFENSE_ATTACKS = ("label-only-gap", "label-only-noise", "loss", "confidence")
 LABEL_ONLY_ATTACKS = ("label-only-gap", "label-only-noise")
 HEADLINE_ATTACK = "lira"
-HEADLINE_FPR = 0.01
 DP_FIELDS = ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "accountant", "max_grad_norm")
 
 
@@ -191,11 +189,8 @@ def split_pool(options: CompareOptions, out: Path) -> tuple[Path, Path, dict[str
     return paths[0], paths[1], info
 
 
-def rate_at(attack: dict[str, Any], fpr: float = HEADLINE_FPR) -> dict[str, Any] | None:
-    for rate in attack["tpr_at_fpr"]:
-        if math.isclose(rate["fpr"], fpr):
-            return rate
-    return None
+def rate_at(attack: dict[str, Any], fpr: float = HEADLINE_FPR) -> Mapping[str, Any] | None:
+    return rate_in(attack["tpr_at_fpr"], fpr)
 
 
 def _point(attack: dict[str, Any]) -> dict[str, Any]:
@@ -425,10 +420,10 @@ def write_compare(document: dict[str, Any], out: Path) -> None:
     import json
 
     from membershield.report.comparison import render_compare_html
-    from membershield.result import _jsonable
+    from membershield.result import jsonable
 
     try:
-        (out / "compare.json").write_text(json.dumps(_jsonable(document), indent=2, allow_nan=False) + "\n")
+        (out / "compare.json").write_text(json.dumps(jsonable(document), indent=2, allow_nan=False) + "\n")
         (out / "compare.html").write_text(render_compare_html(document), encoding="utf-8")
     except OSError as exc:
         raise MembershieldError(f"cannot write results to {out}: {exc.strerror} (pass --out DIR)") from exc

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from membershield.result import summary_rate
 from membershield.store import AuditRecord
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ def trend_points(records: list[AuditRecord]) -> list[dict[str, Any]]:
     for record in records:
         worst = record.worst_attack()
         name, metrics = worst if worst else (None, {})
-        rate = metrics.get("tpr_at_fpr", {}).get("0.01") or {}
+        rate = (summary_rate(metrics) if metrics else None) or {}
         points.append(
             {
                 "version": record.model_version or f"#{record.id}",

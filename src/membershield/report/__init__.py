@@ -10,15 +10,14 @@ an FPR the data cannot resolve is "not measurable (n non-members)", never a numb
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from membershield.errors import ConfigError, InputDataError, MembershieldError
-from membershield.result import SCHEMA_VERSION, AttackResult, AuditResult
+from membershield.errors import ConfigError, MembershieldError
+from membershield.result import AuditResult, audit_json_path, from_document, load
 
 __all__ = [
     "FORMATS",
@@ -38,62 +37,16 @@ __all__ = [
 ]
 
 FORMATS = ("html", "md")
-HEADLINE_FPR = 0.01
 
 
 # --------------------------------------------------------------------------------------------------
 # reading a finished audit back
 
 
-def _audit_json_path(path: str | Path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "audit.json"
-    if not path.is_file():
-        raise InputDataError(f"{path}: file not found; pass the audit.json written by `membershield audit`")
-    return path
-
-
 def load_result(path: str | Path) -> AuditResult:
-    """Read an ``audit.json`` (or a directory holding one) into an :class:`AuditResult`.
-
-    Raises :class:`InputDataError` naming the file and what is wrong with it: missing, not JSON, not an
-    audit result, or written by an incompatible schema version.
-    """
-    path = _audit_json_path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputDataError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); pass the audit.json written by"
-            " `membershield audit`"
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{path}: cannot be read ({exc}); check the file and its permissions") from exc
-    if not isinstance(document, dict):
-        raise InputDataError(f"{path}: not an audit result (a JSON {type(document).__name__}, not an object)")
-    version = str(document.get("schema_version", ""))
-    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise InputDataError(
-            f"{path}: schema version {version or 'missing'} is not supported (this membershield reads"
-            f" {SCHEMA_VERSION.split('.')[0]}.x); re-run the audit with this version"
-        )
-    required = [f.name for f in fields(AuditResult) if f.name not in ("warnings", "created_at", "environment")]
-    missing = [name for name in required if name not in document]
-    if missing:
-        raise InputDataError(f"{path}: not an audit result (missing {', '.join(missing)})")
-    attack_fields = [f.name for f in fields(AttackResult)]
-    attacks = []
-    for i, entry in enumerate(document["attacks"] or []):
-        absent = [name for name in attack_fields if not isinstance(entry, dict) or name not in entry]
-        if absent:
-            raise InputDataError(f"{path}: attack #{i + 1} lacks {', '.join(absent)}; the file is incomplete")
-        attacks.append(AttackResult(**{name: entry[name] for name in attack_fields}))
-    if not attacks:
-        raise InputDataError(f"{path}: the audit result lists no attacks; nothing to report")
-    known = {f.name for f in fields(AuditResult)}
-    values = {k: v for k, v in document.items() if k in known and k != "attacks"}
-    return AuditResult(attacks=attacks, **values)
+    """Read an ``audit.json`` (or a directory holding one) into an :class:`AuditResult` (see
+    :func:`membershield.result.load`, which raises one :class:`InputDataError` naming every problem)."""
+    return load(path)
 
 
 def read_scores(directory: str | Path, result: AuditResult | dict[str, Any]) -> tuple[pd.DataFrame | None, str | None]:
@@ -183,32 +136,17 @@ def fmt_fpr(fpr: float) -> str:
 
 @dataclass(frozen=True)
 class Headline:
-    """The strongest attack at the headline FPR (1% when measured, else the lowest measurable one)."""
+    """The strongest attack at the headline FPR (:meth:`AuditResult.headline`), as document entries."""
 
     attack: dict[str, Any]
     rate: dict[str, Any] | None  # None when no attack has a measurable TPR at any FPR
 
 
-def _rate_at(attack: dict[str, Any], fpr: float) -> dict[str, Any] | None:
-    return next((r for r in attack["tpr_at_fpr"] if r["fpr"] == fpr), None)
-
-
 def headline(result: AuditResult | dict[str, Any]) -> Headline:
-    document = _as_dict(result)
-    attacks = document["attacks"]
-    fprs = sorted({r["fpr"] for a in attacks for r in a["tpr_at_fpr"] if r["measurable"]})
-    chosen = HEADLINE_FPR if HEADLINE_FPR in fprs else (fprs[0] if fprs else None)
-    if chosen is None:
-        best = max(attacks, key=lambda a: a["auc"] if a["auc"] is not None else -1.0)
-        return Headline(best, None)
-
-    def strength(attack: dict[str, Any]) -> tuple[float, float]:
-        rate = _rate_at(attack, chosen)
-        tpr = rate["tpr"] if rate and rate["measurable"] and rate["tpr"] is not None else -1.0
-        return tpr, attack["auc"] if attack["auc"] is not None else -1.0
-
-    best = max(attacks, key=strength)
-    return Headline(best, _rate_at(best, chosen))
+    audit = result if isinstance(result, AuditResult) else from_document(result)
+    top = audit.headline()
+    entry = next(a for a in _as_dict(audit)["attacks"] if a["name"] == top.attack.name)
+    return Headline(entry, dict(top.rate) if top.rate is not None else None)
 
 
 @dataclass(frozen=True)
@@ -279,15 +217,15 @@ def verdict(result: AuditResult | dict[str, Any]) -> Verdict:
 
 def default_report_path(audit_json: str | Path, fmt: str) -> Path | None:
     """``report.html`` next to ``audit.json`` for HTML; None (standard output) for Markdown."""
-    return _audit_json_path(audit_json).parent / "report.html" if fmt == "html" else None
+    return audit_json_path(audit_json).parent / "report.html" if fmt == "html" else None
 
 
 def render_report(audit_json: str | Path, fmt: str = "html") -> str:
     """Render the report of a finished audit from its ``audit.json`` and the ``scores.csv`` next to it."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown report format '{fmt}': choose one of {', '.join(FORMATS)}")
-    path = _audit_json_path(audit_json)
-    result = load_result(path)
+    path = audit_json_path(audit_json)
+    result = load(path)
     if fmt == "md":
         from membershield.report.markdown import render_markdown
 

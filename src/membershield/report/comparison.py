@@ -7,7 +7,6 @@ AUC (DeLong). A defense that did not lower the headline attack's TPR says so in 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from jinja2 import Environment, StrictUndefined, select_autoescape
@@ -16,6 +15,7 @@ from matplotlib.ticker import PercentFormatter
 from membershield.metrics import clopper_pearson
 from membershield.report import fmt_pct
 from membershield.report.plots import CHANCE, INK, PALETTE, _figure, _grid, _png, _styled
+from membershield.result import rate_in
 
 MARKERS = ("o", "^", "D", "v", "P", "X", "*", "<", ">", "h")
 
@@ -29,7 +29,7 @@ def _headline(variant: dict[str, Any], attack: str, fpr: float) -> dict[str, Any
     found = next((a for a in variant["attacks"] if a["name"] == attack), None)
     if found is None:
         return {"measurable": False, "tpr": None, "auc": None}
-    rate = next((r for r in found["tpr_at_fpr"] if math.isclose(r["fpr"], fpr)), None) or {}
+    rate = rate_in(found["tpr_at_fpr"], fpr) or {}
     measurable = bool(rate.get("measurable")) and rate.get("tpr") is not None
     return {
         "measurable": measurable,

@@ -14,7 +14,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from membershield.metrics import unresolved_fprs
 from membershield.report import fmt_count_rate, fmt_fpr, fmt_interval, fmt_pct, not_measurable, verdict
-from membershield.result import AuditResult
+from membershield.result import AuditResult, rate_in
 
 
 def _cell(text: str) -> str:
@@ -48,12 +48,11 @@ def render_markdown(result: AuditResult | dict[str, Any]) -> str:
     fprs = document["config"].get("fprs") or [r["fpr"] for r in document["attacks"][0]["tpr_at_fpr"]]
     rows = []
     for attack in document["attacks"]:
-        rates = {r["fpr"]: r for r in attack["tpr_at_fpr"]}
         rows.append(
             {
                 "name": attack["name"],
                 "auc": _md_auc(attack),
-                "rates": [_md_rate(rates.get(f)) for f in fprs],
+                "rates": [_md_rate(rate_in(attack["tpr_at_fpr"], f)) for f in fprs],
                 "epsilon": "n/a" if attack["epsilon_lower_bound"] is None else f"{attack['epsilon_lower_bound']:.2f}",
             }
         )
