@@ -49,7 +49,7 @@ from attack_power import ART_HINT, Row, fmt_rate, load, measure, table
 
 from membershield.audit import run_audit
 from membershield.config import AuditConfig
-from membershield.targets.loading import LoadedModel
+from membershield.targets.kind import LoadedModel
 from membershield.targets.torch import TorchTarget, load_recipe
 
 ATTACKS = ["lira", "lira-offline", "rmia", "rmia-offline"]

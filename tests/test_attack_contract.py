@@ -35,12 +35,21 @@ def synthetic_inputs(leaky: bool, seed: int = 0) -> tuple[AttackInputs, np.ndarr
     keep = membership_plan(n, N_REFERENCES, 0.5, seed)
     references = np.stack([model_logits(keep[k]) for k in range(N_REFERENCES)])
     target = model_logits(target_in)
-    # Perturbed queries, simulated as noise on the target's logits: a record far from the decision
-    # boundary keeps its label more often.
-    perturbed = target[None] + rng.normal(0, 1.0, (32, *target.shape))
-    noisy_correct = (perturbed.argmax(axis=2) == labels).mean(axis=0)
-    inputs = AttackInputs(labels, target, references, keep, N_AUDIT, seed, noisy_correct)
+    inputs = AttackInputs(labels, target, references, keep, N_AUDIT, seed, SimulatedQueries(target, labels))
     return inputs, is_member[:N_AUDIT]
+
+
+class SimulatedQueries:
+    """Perturbed queries, simulated as noise on the target's logits: a record far from the decision
+    boundary keeps its label more often."""
+
+    def __init__(self, logits: np.ndarray, labels: np.ndarray) -> None:
+        self.logits, self.labels = logits, labels
+
+    def label_agreement(self, *, n_queries: int, scale: float, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        perturbed = self.logits[None] + rng.normal(0, 5 * scale, (n_queries, *self.logits.shape))
+        return (perturbed.argmax(axis=2) == self.labels).mean(axis=0)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +105,22 @@ def test_unknown_attack_and_empty_list() -> None:
     with pytest.raises(ConfigError, match="no attacks"):
         parse_attack_list(" , ")
     assert parse_attack_list("loss, lira,loss") == ["loss", "lira"]
+
+
+def test_every_attack_lists_its_settings_and_records_them() -> None:
+    for name, cls in REGISTRY.items():
+        settings = cls.settings()
+        attack = cls(**settings)  # the defaults build the attack the audit runs
+        recorded = attack.params()
+        for key in settings:
+            assert key in recorded or key == "by_class", (name, key)  # by_class is recorded as chosen
+
+
+def test_attacks_say_what_access_they_cannot_do_without() -> None:
+    lira, noise, loss = create_attack("lira"), create_attack("label-only-noise"), create_attack("loss")
+    assert lira.requirement_problems(target_access="black-box", gives_recipe=False, queryable=True)
+    assert noise.requirement_problems(target_access="label-only", gives_recipe=False, queryable=False)
+    assert not loss.requirement_problems(target_access="label-only", gives_recipe=False, queryable=False)
 
 
 def test_reference_hungry_attacks_declare_their_needs() -> None:

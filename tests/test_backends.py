@@ -66,8 +66,11 @@ def test_processes_backend_runs_a_torch_recipe_from_a_file(digits_audit, tmp_pat
     )
     parallel = run_audit(config_p)
     # Worker processes run PyTorch with fewer threads, which changes float rounding in its kernels: the
-    # scores agree to rounding (a few records swap places in RMIA's rank tie-break), not bit for bit.
-    np.testing.assert_allclose(local.scores["rmia"], parallel.scores["rmia"], atol=2e-3)
+    # scores agree to rounding, not bit for bit. An RMIA score is a fraction of the z-sample, so rounding
+    # that swaps a record with a z-record moves its score by one z-step; a few records move a few steps.
+    z_step = _z_step(local.scores["rmia"])
+    differ = np.abs(local.scores["rmia"] - parallel.scores["rmia"])
+    assert differ.max() <= 5 * z_step + 1e-9, (differ.max(), z_step)
     assert abs(local.result.attack("rmia").auc - parallel.result.attack("rmia").auc) < 2e-3
 
 
@@ -181,3 +184,9 @@ def test_vectorised_trainer_needs_a_declared_spec(digits_audit, tmp_path, monkey
     assert_one_line_error(code, err, "vectorised_spec")
     code, _, err = run_cli(monkeypatch, capsys, *base_args(digits_audit, tmp_path, **{"--trainer": "fast"}))
     assert_one_line_error(code, err, "'fast'")
+
+
+def _z_step(scores: np.ndarray) -> float:
+    """The smallest gap between distinct RMIA scores: one z-record's share of the score."""
+    values = np.unique(np.round(scores, 12))
+    return float(np.min(np.diff(values)))

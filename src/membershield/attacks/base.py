@@ -12,13 +12,25 @@ member**. A contract test runs every registered attack and checks this on leaky 
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from membershield.errors import ConfigError
+
+# What an attacker can read from a target, most to least (targets.kind.ACCESS_LEVELS).
+ACCESS_ORDER = ("white-box", "black-box", "top-k", "label-only")
+
+
+class TargetQueries(Protocol):
+    """New queries to the target beyond its answers on the audit rows (label-only attacks ask these)."""
+
+    def label_agreement(self, *, n_queries: int, scale: float, seed: int) -> np.ndarray:
+        """Per row, the share of ``n_queries`` Gaussian-perturbed copies the target labels correctly."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +41,7 @@ class AttackInputs:
     reference_in: np.ndarray  # (K, n) bool
     n_audit: int  # rows [0, n_audit) are audit records; the rest are population records
     seed: int = 0
-    noisy_correct: np.ndarray | None = None  # (n,) share of perturbed queries labelled correctly
+    queries: TargetQueries | None = None  # None where the target cannot be queried again
 
     @property
     def n_references(self) -> int:
@@ -46,9 +58,9 @@ class Attack(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     citation: ClassVar[str]
-    access: ClassVar[str] = "black-box"
+    access: ClassVar[str] = "black-box"  # the least access it needs (ACCESS_ORDER)
     min_references: ClassVar[int] = 0
-    needs_noise_queries: ClassVar[bool] = False
+    needs_queries: ClassVar[bool] = False  # asks the target about records beyond the audit rows
 
     def check(self, n_references: int) -> None:
         if n_references < self.min_references:
@@ -56,6 +68,32 @@ class Attack(ABC):
                 f"attack '{self.name}' needs at least {self.min_references} reference models;"
                 f" got {n_references} (raise --references)"
             )
+
+    def requirement_problems(self, *, target_access: str, gives_recipe: bool, queryable: bool) -> list[str]:
+        """Why this attack cannot run against a target with this access (empty: it can).
+
+        A black-box attack also runs on a label-only or top-k target: it reads the answer as the
+        distribution it is (one-hot for labels), which is what an attacker of that deployment sees.
+        """
+        problems = []
+        if self.access == "white-box" and target_access != "white-box":
+            problems.append(
+                f"'{self.name}' needs white-box access (the model's weights); the target gives {target_access}"
+            )
+        if self.min_references and not gives_recipe:
+            problems.append(f"'{self.name}' needs reference models, and the target gives no recipe to train them")
+        if self.needs_queries and not queryable:
+            problems.append(f"'{self.name}' queries the target on perturbed records, and this target cannot be queried")
+        return problems
+
+    @classmethod
+    def settings(cls) -> dict[str, Any]:
+        """The attack's settings (its keyword-only constructor parameters) and their defaults."""
+        return {
+            name: parameter.default
+            for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        }
 
     @abstractmethod
     def score(self, inputs: AttackInputs) -> np.ndarray:

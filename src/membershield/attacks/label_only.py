@@ -44,13 +44,25 @@ class LabelOnlyNoise(Attack):
     title = "Label-only (noise robustness)"
     citation = CITATION
     access = "label-only"
-    needs_noise_queries: ClassVar[bool] = True
+    needs_queries: ClassVar[bool] = True
+
+    def __init__(self, *, queries_per_record: int = NOISE_QUERIES, noise_scale: float = NOISE_SCALE) -> None:
+        if queries_per_record < 1 or not noise_scale > 0:
+            raise ConfigError(
+                f"label-only-noise needs queries_per_record >= 1 and noise_scale > 0, got {queries_per_record},"
+                f" {noise_scale}"
+            )
+        self.queries_per_record = queries_per_record
+        self.noise_scale = noise_scale
 
     def params(self) -> dict[str, object]:
-        return {"queries_per_record": NOISE_QUERIES, "noise_scale": NOISE_SCALE}
+        return {"queries_per_record": self.queries_per_record, "noise_scale": self.noise_scale}
 
     def score(self, inputs: AttackInputs) -> np.ndarray:
-        if inputs.noisy_correct is None:
+        if inputs.queries is None:
             raise ConfigError("label-only-noise needs the target's answers on perturbed records")
+        agreement = inputs.queries.label_agreement(
+            n_queries=self.queries_per_record, scale=self.noise_scale, seed=inputs.seed
+        )
         correct = is_correct(inputs.target_logits, inputs.labels)
-        return np.where(correct, 1.0 + inputs.noisy_correct, 0.0)
+        return np.where(correct, 1.0 + agreement, 0.0)

@@ -236,7 +236,7 @@ class RmiaOnline(Attack):
     citation = CITATION
     min_references = 1
 
-    def __init__(self, gamma: float = 1.0, by_class: bool | None = None) -> None:
+    def __init__(self, *, gamma: float = 1.0, by_class: bool | None = None) -> None:
         self.gamma = gamma
         self.class_centring = by_class  # None: chosen by calibration
         self.by_class: bool | None = None
@@ -261,7 +261,7 @@ class RmiaOffline(Attack):
     citation = CITATION
     min_references = 1
 
-    def __init__(self, gamma: float = 1.0, by_class: bool | None = None) -> None:
+    def __init__(self, *, gamma: float = 1.0, by_class: bool | None = None) -> None:
         self.gamma = gamma
         self.class_centring = by_class  # None: chosen by calibration
         self.by_class: bool | None = None

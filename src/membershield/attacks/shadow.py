@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from membershield.attacks.base import Attack, AttackInputs
+from membershield.errors import ConfigError
 from membershield.signals import cross_entropy_loss, log_probabilities, prediction_entropy, scaled_logit
 
 TOP_K = 10
@@ -48,15 +49,20 @@ class ShadowModelAttack(Attack):
     )
     min_references = 1
 
+    def __init__(self, *, max_training_rows: int = MAX_TRAINING_ROWS) -> None:
+        if max_training_rows < 2:
+            raise ConfigError(f"shadow needs max_training_rows >= 2, got {max_training_rows}")
+        self.max_training_rows = max_training_rows
+
     def params(self) -> dict[str, object]:
-        return {"classifier": "HistGradientBoostingClassifier", "max_training_rows": MAX_TRAINING_ROWS}
+        return {"classifier": "HistGradientBoostingClassifier", "max_training_rows": self.max_training_rows}
 
     def score(self, inputs: AttackInputs) -> np.ndarray:
         features = np.concatenate([shadow_features(lg, inputs.labels) for lg in inputs.reference_logits])
         is_in = inputs.reference_in.reshape(-1)
         rng = np.random.default_rng(inputs.seed)
-        if features.shape[0] > MAX_TRAINING_ROWS:
-            keep = rng.choice(features.shape[0], MAX_TRAINING_ROWS, replace=False)
+        if features.shape[0] > self.max_training_rows:
+            keep = rng.choice(features.shape[0], self.max_training_rows, replace=False)
             features, is_in = features[keep], is_in[keep]
         if is_in.all() or not is_in.any():
             return np.zeros(inputs.labels.shape[0])

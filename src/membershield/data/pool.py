@@ -136,6 +136,14 @@ def split_features(
     return features, labels, slices
 
 
+@dataclass(frozen=True)
+class Tables:
+    """Members and non-members already in memory (their paths then only name them in messages)."""
+
+    members: pd.DataFrame
+    nonmembers: pd.DataFrame
+
+
 def build_pool(
     members_path: str | Path,
     nonmembers_path: str | Path,
@@ -145,6 +153,7 @@ def build_pool(
     *,
     id_column: str | None = None,
     drop_overlap: bool = False,
+    tables: Tables | None = None,
 ) -> Pool:
     """Load members (the target's training records) and non-members into one validated pool.
 
@@ -153,7 +162,7 @@ def build_pool(
     The id column is never a feature.
     """
     paths = (Path(members_path), Path(nonmembers_path))
-    frames = [load_table(p) for p in paths]
+    frames = [tables.members, tables.nonmembers] if tables is not None else [load_table(p) for p in paths]
     not_features = tuple(ignore_columns) + ((id_column,) if id_column and id_column not in ignore_columns else ())
     for frame, path in zip(frames, paths, strict=True):
         if id_column is not None and id_column not in frame.columns:

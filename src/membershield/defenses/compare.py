@@ -32,6 +32,7 @@ from membershield.attacks import parse_attack_list
 from membershield.audit import ProgressCallback, run_audit
 from membershield.config import AuditConfig
 from membershield.data.io import load_table
+from membershield.data.pool import Tables
 from membershield.defenses.registry import Defense, OutputDefense, parse_defense_list, slug
 from membershield.defenses.training import DefendedRecipe, HardenedRecipe, NoDefense, TrainingDefense
 from membershield.errors import ConfigError, InputDataError, MembershieldError, ModelLoadError
@@ -150,8 +151,9 @@ def build_variants(options: CompareOptions, loaded: LoadedModel) -> tuple[list[V
     return variants, notes
 
 
-def split_pool(options: CompareOptions, out: Path) -> tuple[Path, Path, dict[str, Any]]:
-    """Members and holdout halves of the pool, stratified by label, written under ``out``."""
+def split_pool(options: CompareOptions, out: Path) -> tuple[Path, Path, dict[str, Any], Tables]:
+    """Members and holdout halves of the pool, stratified by label, written under ``out`` (for the record
+    and for re-running an audit by hand) and handed to every variant's audit in memory."""
     from sklearn.model_selection import train_test_split
 
     table = load_table(options.data)
@@ -186,7 +188,7 @@ def split_pool(options: CompareOptions, out: Path) -> tuple[Path, Path, dict[str
         "stratified": stratify is not None,
         "split_seed": options.seed,
     }
-    return paths[0], paths[1], info
+    return paths[0], paths[1], info, Tables(members.reset_index(drop=True), holdout.reset_index(drop=True))
 
 
 def rate_at(attack: dict[str, Any], fpr: float = HEADLINE_FPR) -> Mapping[str, Any] | None:
@@ -306,7 +308,7 @@ def _warm_up(loaded: LoadedModel, members: Path, options: CompareOptions) -> Non
         return
 
 
-def _train_target_here(config: AuditConfig, model: LoadedModel) -> None:
+def _train_target_here(config: AuditConfig, model: LoadedModel, tables: Tables) -> None:
     """Train the variant's target in this process as the audit will, so that its recipe records the
     defense report (DP accounting, training time): a model trained in a worker reports nothing back.
     The audit trains it again on the backend; the same seed gives the same model."""
@@ -314,7 +316,7 @@ def _train_target_here(config: AuditConfig, model: LoadedModel) -> None:
 
     if not hasattr(model.recipe, "defense_report"):
         return
-    prepared = prepare_audit(config, model)
+    prepared = prepare_audit(config, model, tables)
     assert prepared.target_job is not None
     rows = prepared.target_job.train_mask
     model.recipe.fit(prepared.features[rows], prepared.raw_labels[rows], prepared.classes, prepared.target_job.seed)
@@ -347,7 +349,7 @@ def run_compare(
                 " need no confidences"
             )
     headline_attack = HEADLINE_ATTACK if HEADLINE_ATTACK in attacks else None
-    members, holdout, data_info = split_pool(options, out)
+    members, holdout, data_info, tables = split_pool(options, out)
     _warm_up(loaded, members, options)
     entries: list[dict[str, Any]] = []
     split_check = None
@@ -378,12 +380,9 @@ def run_compare(
             sha256=loaded.sha256,
         )
         if options.backend != "local":
-            _train_target_here(config, model)
-        run = run_audit(config, progress=progress, model=model)
-        if options.reports:
-            from membershield.report.html import write_html_report
-
-            write_html_report(run.result, run.scores, out / variant.slug / "report.html")
+            _train_target_here(config, model, tables)
+        reports = ("html",) if options.reports else ()
+        run = run_audit(config, progress=progress, model=model, tables=tables, reports=reports)
         audit = run.result.to_dict()
         if i == 0:
             split_check = audit["split_check"]

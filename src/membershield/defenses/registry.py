@@ -44,6 +44,11 @@ class DefenseType:
     params: dict[str, Param]
     positional: str | None  # the parameter a bare value sets: label-smoothing:0.1
     summary: str
+    example: str = ""  # a spec that builds it (default: the bare name, every parameter at its default)
+
+    @property
+    def example_spec(self) -> str:
+        return self.example or self.name
 
 
 class OutputDefense:
@@ -103,6 +108,7 @@ DEFENSES: dict[str, DefenseType] = {
             "epsilon",
             "DP-SGD through Opacus (Abadi et al. 2016): dp:epsilon=E[,delta=D,max_grad_norm=C,accountant=rdp]"
             " or dp:noise=σ",
+            "dp:epsilon=8",
         ),
         DefenseType(
             "relaxloss",
@@ -185,6 +191,7 @@ DEFENSES: dict[str, DefenseType] = {
             },
             None,
             "output hardening: top_k, clip_top1, round_decimals, label_only, noise_std, temperature",
+            "output:top_k=1,round_decimals=2",
         ),
     )
 }

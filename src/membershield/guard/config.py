@@ -55,7 +55,7 @@ def guard_config(
     """Resolve ``--model`` / ``--upstream``: a fitted model file scores locally (and, with ``--upstream``,
     only checks the records' columns); a model directory (``save_pretrained``) is a causal language model
     that generates locally; ``text`` says an upstream generates text. A recipe cannot serve predictions."""
-    from membershield.targets.loading import load_model
+    from membershield.targets.registry import resolve
 
     if not model and not upstream:
         raise ConfigError(
@@ -64,24 +64,23 @@ def guard_config(
     if upstream and not upstream.startswith(("http://", "https://")):
         raise ConfigError(f"--upstream must be an http:// or https:// URL, got '{upstream}'")
     name = model_name or (Path(model.rstrip("/")).stem if model else "upstream")
-    if model and Path(model).is_dir():
+    kind = resolve(model) if model else None
+    if text and not upstream and (kind is None or kind.serves != "POST /v1/generate"):
+        raise ConfigError("--text needs --upstream URL or a language model directory as --model")
+    if kind is not None and kind.serves is None:
+        raise ModelLoadError(
+            f"{model} is a training recipe, which cannot serve predictions (a {kind.name} target has no model"
+            " to serve): give a fitted model file (.joblib/.pkl) or --upstream URL"
+        )
+    if kind is not None and kind.serves == "POST /v1/generate":
         if upstream:
             raise ConfigError("give either a language model directory (--model) or --upstream URL, not both")
-        from membershield.text.model import load_language_model
-
-        language_model = load_language_model(model)
+        language_model = kind.load(model).target
         return GuardConfig(policy=policy, model_name=name, store=store, language_model=language_model, text=True)
-    if text and not upstream:
-        raise ConfigError("--text needs --upstream URL or a language model directory as --model")
     target = None
     schema = InputSchema((), named=False)
-    if model and (".py:" in model or Path(model).exists() or not upstream):
-        if ".py:" in model:
-            raise ModelLoadError(
-                f"{model} is a training recipe, which cannot serve predictions: give a fitted model file"
-                " (.joblib/.pkl) or --upstream URL"
-            )
-        target = load_model(model).target
+    if kind is not None and (Path(model).exists() or not upstream):
+        target = kind.load(model).target
         schema = _target_schema(target)
     return GuardConfig(
         policy=policy,

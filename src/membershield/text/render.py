@@ -33,7 +33,7 @@ def text_audit_lines(result: AuditResult, out: str) -> list[str]:
         state = "[green]ok[/green]" if s["ok"] else "[bold red]FAILED[/bold red]"
         lines.append(f"split check: blind AUC {s['blind_auc']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f}) {state}")
     lines += [f"[bold yellow]warning:[/bold yellow] {w}" for w in result.warnings]
-    lines.append(f"wrote {out}/audit.json and {out}/scores.csv")
+    lines.append(f"wrote {out}/audit.json, {out}/scores.csv, {out}/report.html and {out}/summary.md")
     return lines
 
 

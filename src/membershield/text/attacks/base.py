@@ -7,6 +7,7 @@ a member**, for every attack.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -52,3 +53,12 @@ class TextAttack(ABC):
     def params(self) -> dict[str, object]:
         """Settings that shaped the scores, recorded in the audit result."""
         return {}
+
+    @classmethod
+    def settings(cls) -> dict[str, Any]:
+        """The attack's settings (its keyword-only constructor parameters) and their defaults."""
+        return {
+            name: parameter.default
+            for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        }

@@ -33,7 +33,7 @@ class MinKProbAttack(TextAttack):
     title = "Min-K% Prob"
     citation = "Shi et al. Detecting Pretraining Data from Large Language Models. ICLR 2024."
 
-    def __init__(self, k: float = 0.2) -> None:
+    def __init__(self, *, k: float = 0.2) -> None:
         self.k = check_fraction(k)
 
     @classmethod

@@ -36,7 +36,7 @@ class MinKPlusPlusAttack(TextAttack):
     access = "next-token distributions"
     needs_distribution = True
 
-    def __init__(self, k: float = 0.2) -> None:
+    def __init__(self, *, k: float = 0.2) -> None:
         self.k = check_fraction(k)
 
     @classmethod

@@ -1,0 +1,198 @@
+"""The first stage of a model audit: load and check the model and the data, and decide which models must
+exist (the reference plan). Nothing trains here; ``--plan`` stops after it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from membershield import metrics
+from membershield.attacks import Attack, create_attack
+from membershield.config import AuditConfig
+from membershield.data.overlap import row_hashes
+from membershield.data.pool import Pool, Tables, build_pool, load_population
+from membershield.errors import ConfigError, InputDataError
+from membershield.targets import LoadedModel
+from membershield.targets.registry import load_for
+from membershield.training import ReferenceJob, membership_plan
+from membershield.training.cache import cache_key
+
+
+@dataclass
+class PreparedAudit:
+    """Everything loaded and checked before any model trains: shared by the audit and its ``--plan``."""
+
+    loaded: LoadedModel
+    attacks: list[Attack]
+    pool: Pool
+    features: pd.DataFrame  # audit records, then population records
+    raw_labels: np.ndarray
+    labels: np.ndarray  # class indices
+    classes: np.ndarray
+    fingerprints: dict[str, str]
+    data_fingerprint: str
+    n_references: int
+    keep: np.ndarray
+    jobs: list[ReferenceJob]
+    target_job: ReferenceJob | None  # set when the target itself comes from a recipe
+    warnings: list[str]  # about the data itself: dropped overlaps, near-duplicates, a population that is not new
+
+    @property
+    def n_audit(self) -> int:
+        return len(self.pool)
+
+
+def _class_indices(values: np.ndarray, classes: np.ndarray, where: str, label_column: str) -> np.ndarray:
+    position = {c: i for i, c in enumerate(classes.tolist())}
+    unseen = sorted({v for v in values.tolist() if v not in position}, key=str)
+    if unseen:
+        shown = ", ".join(repr(v) for v in unseen[:5])
+        raise InputDataError(
+            f"{where}: column '{label_column}' has label(s) {shown} that the model never saw"
+            f" (it knows {', '.join(repr(c) for c in classes.tolist()[:10])});"
+            " drop those rows or use the right label column"
+        )
+    return np.array([position[v] for v in values.tolist()], dtype=np.int64)
+
+
+def _normalise_label_types(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Read labels as the model's class type: a CSV gives ints where a model may hold floats or strings."""
+    kind = np.asarray(classes).dtype.kind
+    try:
+        if kind in "iu":
+            as_float = values.astype(np.float64)
+            if np.all(as_float == np.round(as_float)):
+                return as_float.astype(np.int64)
+        elif kind == "f":
+            return values.astype(np.float64)
+        elif kind in "UO":
+            return values.astype(str).astype(object) if all(isinstance(c, str) for c in classes.tolist()) else values
+    except (TypeError, ValueError):
+        pass
+    return values
+
+
+def _data_fingerprint(file_digests: dict[str, str], label_column: str, feature_columns: list) -> str:
+    """The cache key's data part: the files' contents and which of their columns the models learn from.
+
+    Files alone are not enough: the same files with another ``--ignore-columns`` or ``--label-column``
+    train other models.
+    """
+    return cache_key(
+        *[f"{name}={digest}" for name, digest in sorted(file_digests.items())],
+        f"label={label_column}",
+        "features=" + "\x1f".join(str(column) for column in feature_columns),
+    )
+
+
+def _attacks_for(config: AuditConfig, loaded: LoadedModel) -> tuple[list[Attack], int]:
+    """The attacks, checked against what the target gives (access, a recipe, queries), and the number of
+    reference models they need; every problem is reported at once."""
+    attacks = [create_attack(name) for name in config.attacks]
+    n_references = config.references if any(a.min_references for a in attacks) else 0
+    for attack in attacks:
+        attack.check(n_references)
+    problems = [
+        problem
+        for attack in attacks
+        for problem in attack.requirement_problems(
+            target_access=loaded.access,
+            gives_recipe=loaded.recipe is not None,
+            queryable=loaded.target is not None or loaded.recipe is not None,
+        )
+    ]
+    if problems:
+        raise ConfigError(f"{config.model}: " + "; ".join(problems) + " (drop those attacks from --attacks)")
+    return attacks, n_references
+
+
+def _member_count_warning(n_members: int) -> list[str]:
+    floor = metrics.smallest_resolvable_tpr(n_members)
+    if floor <= 0.05:
+        return []
+    return [
+        f"only {n_members} members: a TPR below {100 * floor:.0f}% cannot be told from 0 (with no member"
+        f" flagged, its 95% interval reaches {100 * floor:.0f}%) and every TPR moves in steps of"
+        f" {100 / n_members:.0f}%; give more members to resolve smaller rates"
+    ]
+
+
+def _with_population(
+    config: AuditConfig, pool: Pool, fingerprints: dict[str, str], warnings: list[str]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The audit records followed by the population records (``--population``), whose fingerprint joins
+    ``fingerprints``; a population record that is also an audit record is a warning."""
+    if not config.population:
+        return pool.features, pool.labels
+    features, labels, fingerprints["population"] = load_population(
+        config.population, config.label_column, list(pool.features.columns)
+    )
+    seen = np.flatnonzero(np.isin(row_hashes(features), row_hashes(pool.features)))
+    if seen.size:
+        warnings.append(
+            f"{seen.size} population record(s) of {config.population} are also members or non-members"
+            f" (rows {', '.join(str(r) for r in seen[:5])}{', ...' if seen.size > 5 else ''}): population"
+            " records must be unseen by the target; remove them"
+        )
+    return pd.concat([pool.features, features], ignore_index=True), np.concatenate([pool.labels, labels])
+
+
+def _classes(loaded: LoadedModel, pool: Pool, raw_labels: np.ndarray) -> np.ndarray:
+    if loaded.target is not None:
+        return np.asarray(loaded.target.classes)
+    member_labels = raw_labels[: len(pool)][pool.is_member]
+    return np.array(sorted(set(member_labels.tolist()), key=lambda v: (str(type(v)), v)))
+
+
+def prepare_audit(config: AuditConfig, model: LoadedModel | None = None, tables: Tables | None = None) -> PreparedAudit:
+    """Load and validate the model and data, and decide which models must exist.
+
+    ``model`` replaces loading ``config.model`` from disk, and ``tables`` reading ``config.train`` and
+    ``config.holdout``, for callers that hold them in memory (``compare``); the paths then only name them.
+    """
+    config.validate()
+    loaded = model if model is not None else load_for("audit", config.model)
+    attacks, n_references = _attacks_for(config, loaded)
+    pool = build_pool(
+        config.train,
+        config.holdout,
+        config.label_column,
+        config.slice_column,
+        tuple(config.ignore_columns),
+        id_column=config.id_column,
+        drop_overlap=config.drop_overlap,
+        tables=tables,
+    )
+    fingerprints = dict(pool.fingerprints)
+    warnings = pool.split_warnings() + _member_count_warning(pool.n_members)
+    features, raw_labels = _with_population(config, pool, fingerprints, warnings)
+    classes = _classes(loaded, pool, raw_labels)
+    raw_labels = _normalise_label_types(raw_labels, classes)
+    for source, path in (("members", config.train), ("nonmembers", config.holdout)):
+        _class_indices(raw_labels[np.flatnonzero(pool.source == source)], classes, path, config.label_column)
+    labels = _class_indices(raw_labels, classes, config.population or config.train, config.label_column)
+    keep = membership_plan(len(labels), n_references, pool.n_members / len(labels), config.seed)
+    jobs = [ReferenceJob(f"reference-{k}", keep[k], config.seed * 100_003 + k + 1) for k in range(n_references)]
+    target_job = None
+    if loaded.target is None:
+        target_mask = np.zeros(len(labels), dtype=bool)
+        target_mask[: len(pool)] = pool.is_member
+        target_job = ReferenceJob("target", target_mask, config.seed)
+    return PreparedAudit(
+        loaded=loaded,
+        attacks=attacks,
+        pool=pool,
+        features=features,
+        raw_labels=raw_labels,
+        labels=labels,
+        classes=classes,
+        fingerprints=fingerprints,
+        data_fingerprint=_data_fingerprint(fingerprints, config.label_column, list(features.columns)),
+        n_references=n_references,
+        keep=keep,
+        jobs=jobs,
+        target_job=target_job,
+        warnings=warnings,
+    )
