@@ -89,11 +89,7 @@ class Attack(ABC):
     @classmethod
     def settings(cls) -> dict[str, Any]:
         """The attack's settings (its keyword-only constructor parameters) and their defaults."""
-        return {
-            name: parameter.default
-            for name, parameter in inspect.signature(cls.__init__).parameters.items()
-            if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-        }
+        return keyword_settings(cls)
 
     @abstractmethod
     def score(self, inputs: AttackInputs) -> np.ndarray:
@@ -102,3 +98,12 @@ class Attack(ABC):
     def params(self) -> dict[str, object]:
         """Settings that shaped the scores, recorded in the audit result."""
         return {}
+
+
+def keyword_settings(cls: type) -> dict[str, Any]:
+    """A class's keyword-only constructor parameters and their defaults (an attack's settings)."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from membershield.errors import ConfigError, ModelLoadError
+from membershield.targets.kind import sha256_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 
@@ -114,18 +115,12 @@ class LanguageModel:
         }
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_fingerprint(directory: str | Path) -> tuple[str, dict[str, str]]:
     """sha256 of every weights file in the directory, and one sha256 over the (name, hash) pairs."""
     d = Path(directory)
-    files = {p.name: _file_sha256(p) for p in sorted(d.iterdir()) if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)}
+    files = {p.name: sha256_file(p) for p in sorted(d.iterdir()) if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)}
     combined = hashlib.sha256("".join(f"{name}\0{h}\n" for name, h in files.items()).encode()).hexdigest()
     return combined, files
 

@@ -7,13 +7,13 @@ a member**, for every attack.
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from membershield.attacks.base import keyword_settings
 from membershield.errors import ConfigError
 from membershield.text.scoring import TokenScores
 
@@ -57,8 +57,4 @@ class TextAttack(ABC):
     @classmethod
     def settings(cls) -> dict[str, Any]:
         """The attack's settings (its keyword-only constructor parameters) and their defaults."""
-        return {
-            name: parameter.default
-            for name, parameter in inspect.signature(cls.__init__).parameters.items()
-            if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-        }
+        return keyword_settings(cls)
