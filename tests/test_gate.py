@@ -375,7 +375,7 @@ def test_policy_settings_beside_a_gate_table_are_an_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="max_auc outside the \\[gate\\] table would be ignored"):
         load_policy(both)
     # Other tables (an [audit] section in the same file) are no policy settings and stay allowed.
-    shared = write_policy(tmp_path / "shared.toml", '[audit]\nreferences = 8\n[gate]\nmax_auc = 0.7\n')
+    shared = write_policy(tmp_path / "shared.toml", "[audit]\nreferences = 8\n[gate]\nmax_auc = 0.7\n")
     assert load_policy(shared).max_auc == 0.7
 
 

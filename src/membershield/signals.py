@@ -16,7 +16,11 @@ from scipy.special import log_softmax, logsumexp
 
 
 def log_probabilities(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64."""
+    """Row-wise log-softmax in float64.
+
+    >>> log_probabilities([[0.0, 0.0]]).round(4).tolist()
+    [[-0.6931, -0.6931]]
+    """
     return log_softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
 
@@ -25,17 +29,38 @@ def _true_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def cross_entropy_loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Cross-entropy loss ``-log p_y`` (Yeom et al. 2018 use it as the membership signal)."""
+    """Cross-entropy loss ``-log p_y`` (Yeom et al. 2018 use it as the membership signal).
+
+    >>> import numpy as np
+    >>> logits = np.log([[0.9, 0.1], [0.5, 0.5]])
+    >>> labels = np.array([0, 1])
+    >>> cross_entropy_loss(logits, labels).round(4).tolist()
+    [0.1054, 0.6931]
+    """
     return -_true_class(log_probabilities(logits), labels)
 
 
 def true_class_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Probability the model gives to the true class, ``p_y``."""
+    """Probability the model gives to the true class, ``p_y``.
+
+    >>> import numpy as np
+    >>> logits = np.log([[0.9, 0.1], [0.5, 0.5]])
+    >>> labels = np.array([0, 1])
+    >>> true_class_confidence(logits, labels).round(4).tolist()
+    [0.9, 0.5]
+    """
     return np.exp(_true_class(log_probabilities(logits), labels))
 
 
 def prediction_entropy(logits: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) of the predicted distribution; label-free."""
+    """Shannon entropy (nats) of the predicted distribution; label-free.
+
+    >>> import numpy as np
+    >>> logits = np.log([[0.9, 0.1], [0.5, 0.5]])
+    >>> labels = np.array([0, 1])
+    >>> prediction_entropy(logits).round(4).tolist()
+    [0.3251, 0.6931]
+    """
     logp = log_probabilities(logits)
     return -np.sum(np.exp(logp) * logp, axis=1)
 
@@ -46,6 +71,12 @@ def modified_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     ``-(1 - p_y) log p_y - sum_{j != y} p_j log(1 - p_j)``. Unlike plain entropy it is monotone in the
     true-class probability: it is 0 for a correct prediction with full confidence and grows without bound
     for a confident wrong one, so lower means "more member-like".
+
+    >>> import numpy as np
+    >>> logits = np.log([[0.9, 0.1], [0.5, 0.5]])
+    >>> labels = np.array([0, 1])
+    >>> modified_entropy(logits, labels).round(4).tolist()
+    [0.0211, 0.6931]
     """
     logp = log_probabilities(logits)
     p = np.exp(logp)
@@ -81,6 +112,15 @@ def scaled_logit(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
     Computed as ``log p_y - logsumexp_{j != y} log p_j`` so that it stays finite and exact for
     probabilities that round to 1 in floating point.
+
+    >>> import numpy as np
+    >>> logits = np.log([[0.9, 0.1], [0.5, 0.5]])
+    >>> labels = np.array([0, 1])
+    >>> scaled_logit(logits, labels).round(4).tolist()  # log(0.9 / 0.1), log(0.5 / 0.5)
+    [2.1972, 0.0]
+    >>> float(  # p_y rounds to 1 in float64; the logit stays exact
+    ...     scaled_logit(np.array([[40.0, 0.0]]), np.array([0]))[0])
+    40.0
     """
     logp = log_probabilities(logits)
     rows = np.arange(logp.shape[0])
@@ -92,5 +132,12 @@ def scaled_logit(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def is_correct(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Whether the arg-max prediction equals the label (the label-only signal)."""
+    """Whether the arg-max prediction equals the label (the label-only signal).
+
+    >>> import numpy as np
+    >>> logits = np.log([[0.9, 0.1], [0.5, 0.5]])
+    >>> labels = np.array([0, 1])
+    >>> is_correct(logits, labels).tolist()  # a tie goes to the first class
+    [True, False]
+    """
     return np.argmax(np.asarray(logits), axis=1) == np.asarray(labels, dtype=np.int64)

@@ -22,9 +22,7 @@ from membershield.attacks.base import Attack, AttackInputs
 from membershield.errors import ConfigError
 from membershield.signals import is_correct
 
-CITATION = (
-    "Choquette-Choo, Tramèr, Carlini, Papernot. Label-Only Membership Inference Attacks. ICML 2021."
-)
+CITATION = "Choquette-Choo, Tramèr, Carlini, Papernot. Label-Only Membership Inference Attacks. ICML 2021."
 NOISE_QUERIES = 32
 NOISE_SCALE = 0.2
 

@@ -115,8 +115,6 @@ class LanguageModel:
         }
 
 
-
-
 def weights_fingerprint(directory: str | Path) -> tuple[str, dict[str, str]]:
     """sha256 of every weights file in the directory, and one sha256 over the (name, hash) pairs."""
     d = Path(directory)

@@ -90,9 +90,7 @@ def plan_windows(lengths: list[int], window: int, stride: int) -> list[Window]:
     return out
 
 
-def _padded_batch(
-    batch: list[Window], ids: list[list[int]], pad: int, left: bool
-) -> tuple[Any, Any, Any, list[int]]:
+def _padded_batch(batch: list[Window], ids: list[list[int]], pad: int, left: bool) -> tuple[Any, Any, Any, list[int]]:
     """Input ids, attention mask and position ids of a batch of windows, and where each window starts.
 
     Position ids count only real tokens, so a left-padded window sees the positions it would alone
