@@ -176,3 +176,19 @@ def test_usage_errors_are_one_line_with_exit_code_two(monkeypatch, capsys, tmp_p
     assert_one_line_error(code, err, "--limit", "history --help")
     code, _, err = run_cli(monkeypatch, capsys, "audit", "--no-such-option", "1")
     assert_one_line_error(code, err, "--no-such-option", "audit --help")
+
+
+def test_config_problems_are_all_named_at_once(digits_audit, tmp_path, monkeypatch, capsys) -> None:
+    config = tmp_path / "audit.toml"
+    config.write_text(
+        f'[audit]\nmodel = "{digits_audit.overfit_model}"\nrefrences = 4\ntop_kk = 3\n'
+        'references = -1\nprior = 1.5\nbackend = "gpu"\nattacks = ["lria"]\n'
+    )
+    args = ["audit", "--config", str(config), "--train", str(digits_audit.members)]
+    args += ["--holdout", str(digits_audit.nonmembers), "--label-column", "digit"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_line_error(code, err, "'refrences'", "'top_kk'", "did you mean 'top_k'")
+    config.write_text(config.read_text().replace("refrences = 4\ntop_kk = 3\n", ""))
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    expected = ["'lria'", "references must be 0 or more", "prior must be strictly between", "unknown backend 'gpu'"]
+    assert_one_line_error(code, err, *expected)

@@ -46,31 +46,54 @@ class AuditConfig:
     trainer: str = "auto"
 
     def validate(self) -> AuditConfig:
-        _check_types(self)
+        """Check every option and raise one :class:`ConfigError` naming every problem, each with its fix."""
+        problems = _type_problems(self)
+        if not problems:
+            problems = _value_problems(self)
+        if problems:
+            raise ConfigError("; ".join(problems))
         self.attacks = parse_attack_list(self.attacks)
-        if self.references < 0:
-            raise ConfigError(f"references must be 0 or more, got {self.references}")
-        if not self.fprs or any(not 0 < f < 1 for f in self.fprs):
-            raise ConfigError(f"fprs must be numbers strictly between 0 and 1, got {self.fprs}")
-        if not 0 <= self.delta < 1:
-            raise ConfigError(f"delta must be in [0, 1), got {self.delta}")
-        if not 0 < self.prior < 1:
-            raise ConfigError(f"prior must be strictly between 0 and 1, got {self.prior}")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be 0 or more, got {self.top_k}")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend '{self.backend}': choose one of {', '.join(BACKENDS)}")
-        if self.trainer not in TRAINERS:
-            raise ConfigError(f"unknown trainer '{self.trainer}': choose one of {', '.join(TRAINERS)}")
-        if self.n_jobs is not None and self.n_jobs < 1:
-            raise ConfigError(f"n_jobs must be 1 or more, got {self.n_jobs}")
-        # Options for another backend are mistakes, not preferences: training here instead would surprise.
-        if self.ray_address and self.backend != "ray":
-            raise ConfigError(f"ray_address applies to the ray backend only; add --backend ray (now {self.backend})")
-        if self.n_jobs is not None and self.backend == "local":
-            raise ConfigError("n_jobs applies to the processes and ray backends; add --backend processes or ray")
         self.fprs = sorted(float(f) for f in self.fprs)
         return self
+
+
+def _value_problems(config: AuditConfig) -> list[str]:
+    """Range and combination problems of well-typed options (all of them, so one run shows every fix)."""
+    problems: list[str] = []
+    try:
+        parse_attack_list(config.attacks)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    checks = [
+        (config.references < 0, f"references must be 0 or more, got {config.references}"),
+        (
+            not config.fprs
+            or any(isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f < 1 for f in config.fprs),
+            f"fprs must be numbers strictly between 0 and 1, got {config.fprs}",
+        ),
+        (not 0 <= config.delta < 1, f"delta must be in [0, 1), got {config.delta}"),
+        (not 0 < config.prior < 1, f"prior must be strictly between 0 and 1, got {config.prior}"),
+        (config.top_k < 0, f"top_k must be 0 or more, got {config.top_k}"),
+        (
+            config.backend not in BACKENDS,
+            f"unknown backend '{config.backend}': choose one of {', '.join(BACKENDS)}",
+        ),
+        (
+            config.trainer not in TRAINERS,
+            f"unknown trainer '{config.trainer}': choose one of {', '.join(TRAINERS)}",
+        ),
+        (config.n_jobs is not None and config.n_jobs < 1, f"n_jobs must be 1 or more, got {config.n_jobs}"),
+        # Options for another backend are mistakes, not preferences: training here instead would surprise.
+        (
+            bool(config.ray_address) and config.backend != "ray",
+            f"ray_address applies to the ray backend only; add --backend ray (now {config.backend})",
+        ),
+        (
+            config.n_jobs is not None and config.backend == "local",
+            "n_jobs applies to the processes and ray backends; add --backend processes or ray",
+        ),
+    ]
+    return problems + [message for failed, message in checks if failed]
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -100,13 +123,15 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_types(config: AuditConfig) -> None:
+def _type_problems(config: AuditConfig) -> list[str]:
+    problems = []
     for name, allowed in _TYPES.items():
         value = getattr(config, name)
         wrong_bool = isinstance(value, bool) and bool not in allowed
         if wrong_bool or not isinstance(value, allowed):
             expected = " or ".join(t.__name__ for t in allowed if t is not type(None))
-            raise ConfigError(f"option '{name}' must be {expected}, got {value!r}")
+            problems.append(f"option '{name}' must be {expected}, got {value!r}")
+    return problems
 
 
 REQUIRED = ("model", "train", "holdout", "label_column")
@@ -126,13 +151,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"config file {p}: [audit] must be a table")
     values: dict[str, Any] = {}
+    unknown = []
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in KEYS:
             close = difflib.get_close_matches(name, KEYS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown key '{key}' in config file {p}{hint}")
+            unknown.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         values[name] = value
+    if unknown:
+        raise ConfigError(f"unknown key {', '.join(unknown)} in config file {p}; remove or rename it")
     # Relative paths in a config file are relative to the file, so a config can live beside its data.
     for name in ("model", "train", "holdout", "population"):
         if isinstance(values.get(name), str):
