@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from membershield.attacks import DEFAULT_ATTACKS, parse_attack_list
+from membershield.endpoint.formats import API_FORMATS
 from membershield.errors import ConfigError
 from membershield.training.backends import BACKENDS, TRAINERS
 
@@ -21,10 +22,10 @@ DEFAULT_FPRS = (0.001, 0.01, 0.1)
 
 @dataclass
 class AuditConfig:
-    model: str
-    train: str
-    holdout: str
     label_column: str
+    model: str = ""  # empty in a recipe audit, whose models are trained from ``recipe`` on ``data``
+    train: str = ""
+    holdout: str = ""
     attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
     references: int = 8
     population: str | None = None
@@ -44,10 +45,23 @@ class AuditConfig:
     ray_address: str | None = None
     n_jobs: int | None = None
     trainer: str = "auto"
+    # A model behind an API (--model http://...): how to talk to it, and the recipe of the attacker's
+    # reference models (a recipe file or a model file whose clone is trained).
+    recipe: str | None = None
+    api_format: str = "membershield"
+    headers: list[str] = field(default_factory=list)  # "Name: value"; ${VAR} is read from the environment
+    max_queries: int | None = None
+    queries_per_second: float | None = None
+    batch_size: int = 64
+    # A recipe audit (the privacy game): --recipe trains ``models`` models on random halves of ``data``.
+    data: str | None = None
+    models: int = 32
 
     def validate(self) -> AuditConfig:
         """Check every option and raise one :class:`ConfigError` naming every problem, each with its fix."""
         problems = _type_problems(self)
+        if not problems and (missing := _missing_options(self)):
+            raise ConfigError(missing)
         if not problems:
             problems = _value_problems(self)
         if problems:
@@ -55,6 +69,22 @@ class AuditConfig:
         self.attacks = parse_attack_list(self.attacks)
         self.fprs = sorted(float(f) for f in self.fprs)
         return self
+
+
+def _missing_options(config: AuditConfig) -> str | None:
+    """The options this kind of audit needs and lacks (or has that belong to the other kind), as one line."""
+    if config.data:
+        needed, foreign = ("recipe", "label_column"), [n for n in ("model", "train", "holdout") if getattr(config, n)]
+        if foreign:
+            flags = ", ".join("--" + n for n in foreign)
+            return f"a recipe audit (--data) draws its members from the pool and trains its own models: drop {flags}"
+    else:
+        needed = REQUIRED
+    missing = [k for k in needed if not getattr(config, k)]
+    if not missing:
+        return None
+    flags = ", ".join("--" + k.replace("_", "-") for k in missing)
+    return f"missing required option(s) {flags} (give them as flags or in --config)"
 
 
 def _value_problems(config: AuditConfig) -> list[str]:
@@ -93,7 +123,29 @@ def _value_problems(config: AuditConfig) -> list[str]:
             "n_jobs applies to the processes and ray backends; add --backend processes or ray",
         ),
     ]
+    checks += [
+        (
+            config.api_format not in API_FORMATS,
+            f"unknown api_format '{config.api_format}': choose one of {', '.join(API_FORMATS)}",
+        ),
+        (config.batch_size < 1, f"batch_size must be 1 or more, got {config.batch_size}"),
+        (
+            config.max_queries is not None and config.max_queries < 1,
+            f"max_queries must be 1 or more, got {config.max_queries}",
+        ),
+        (
+            config.queries_per_second is not None and not config.queries_per_second > 0,
+            f"queries_per_second must be above 0, got {config.queries_per_second}",
+        ),
+        (config.models < 2, f"models must be 2 or more (each model's references are the others), got {config.models}"),
+    ]
+    problems += [f"header {h!r} must read 'Name: value'" for h in config.headers if not _is_header(h)]
     return problems + [message for failed, message in checks if failed]
+
+
+def _is_header(text: str) -> bool:
+    name, sep, _ = text.partition(":")
+    return bool(sep) and bool(name.strip()) and " " not in name.strip()
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -120,6 +172,14 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "ray_address": (str, type(None)),
     "n_jobs": (int, type(None)),
     "trainer": (str,),
+    "recipe": (str, type(None)),
+    "api_format": (str,),
+    "headers": (list,),
+    "max_queries": (int, type(None)),
+    "queries_per_second": (float, int, type(None)),
+    "batch_size": (int,),
+    "data": (str, type(None)),
+    "models": (int,),
 }
 
 
@@ -161,13 +221,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown key {', '.join(unknown)} in config file {p}; remove or rename it")
     # Relative paths in a config file are relative to the file, so a config can live beside its data.
-    for name in ("model", "train", "holdout", "population"):
+    for name in ("model", "train", "holdout", "population", "recipe", "data"):
         if isinstance(values.get(name), str):
             values[name] = _relative_to(p.parent, values[name])
     return values
 
 
 def _relative_to(base: Path, value: str) -> str:
+    if "://" in value:  # an endpoint, not a path
+        return value
     path_part, sep, func = value.rpartition(":") if ".py:" in value else (value, "", "")
     candidate = Path(path_part)
     if not candidate.is_absolute():
@@ -177,10 +239,7 @@ def _relative_to(base: Path, value: str) -> str:
 
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> AuditConfig:
     merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
-    missing = [k for k in REQUIRED if not merged.get(k)]
-    if missing:
-        flags = ", ".join("--" + k.replace("_", "-") for k in missing)
-        raise ConfigError(f"missing required option(s) {flags} (give them as flags or in --config)")
+    merged.setdefault("label_column", "")  # validate names it with every other missing option
     try:
         config = AuditConfig(**merged)
     except TypeError as exc:

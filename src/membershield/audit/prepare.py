@@ -4,6 +4,7 @@ exist (the reference plan). Nothing trains here; ``--plan`` stops after it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -108,6 +109,19 @@ def _attacks_for(config: AuditConfig, loaded: LoadedModel) -> tuple[list[Attack]
     return attacks, n_references
 
 
+def target_options(config: AuditConfig) -> dict[str, Any]:
+    """What a target kind may need besides ``--model``; each kind reads the options it knows."""
+    return {
+        "recipe": config.recipe,
+        "api_format": config.api_format,
+        "headers": tuple(config.headers),
+        "max_queries": config.max_queries,
+        "queries_per_second": config.queries_per_second,
+        "batch_size": config.batch_size,
+        "cache": config.cache,
+    }
+
+
 def _member_count_warning(n_members: int) -> list[str]:
     floor = metrics.smallest_resolvable_tpr(n_members)
     if floor <= 0.05:
@@ -153,7 +167,7 @@ def prepare_audit(config: AuditConfig, model: LoadedModel | None = None, tables:
     ``config.holdout``, for callers that hold them in memory (``compare``); the paths then only name them.
     """
     config.validate()
-    loaded = model if model is not None else load_for("audit", config.model)
+    loaded = model if model is not None else load_for("audit", config.model, **target_options(config))
     attacks, n_references = _attacks_for(config, loaded)
     pool = build_pool(
         config.train,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from membershield.errors import ModelLoadError
+from membershield.targets.base import Recipe
 from membershield.targets.kind import LoadedModel, TargetKind
 from membershield.targets.language_model import LanguageModelDirectory
 from membershield.targets.recipe_file import RecipeFile
@@ -39,6 +40,17 @@ def resolve(spec: str) -> TargetKind:
 def load_model(spec: str, **options: Any) -> LoadedModel:
     """Load what ``spec`` names through its kind (``options`` go to the kind, e.g. a language model's device)."""
     return resolve(spec).load(spec, **options)
+
+
+def recipe_from(spec: str) -> Recipe:
+    """The recipe named by ``--recipe``: a recipe file, or a model file whose clone is trained (what an
+    attacker who knows the training pipeline would use for reference models)."""
+    kind = resolve(spec)
+    loaded = kind.load(spec)
+    if loaded.recipe is None:
+        trainable = ", ".join(k.example for k in KINDS if k.gives_recipe)
+        raise ModelLoadError(f"--recipe {spec} is a {kind.description}, which trains nothing: give {trainable}")
+    return loaded.recipe
 
 
 def load_for(command: str, spec: str, **options: Any) -> LoadedModel:
