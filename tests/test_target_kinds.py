@@ -38,7 +38,11 @@ def _language_model(directory):
     return str(save_lm(model, tokenizer, directory / "lm"))
 
 
-BUILDERS = {"sklearn": _sklearn, "torch-recipe": _recipe, "hf-causal-lm": _language_model}
+def _endpoint(directory):
+    return "http://127.0.0.1:9/v1/predict"  # loading asks nothing: the first query is the audit's
+
+
+BUILDERS = {"http-endpoint": _endpoint, "sklearn": _sklearn, "torch-recipe": _recipe, "hf-causal-lm": _language_model}
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)

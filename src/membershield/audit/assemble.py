@@ -11,6 +11,7 @@ import pandas as pd
 from membershield.audit.model_outputs import ModelOutputs
 from membershield.audit.prepare import PreparedAudit
 from membershield.config import AuditConfig
+from membershield.endpoint.headers import recorded_headers
 from membershield.result import AttackResult, AuditResult
 
 
@@ -34,9 +35,18 @@ def target_entry(prepared: PreparedAudit) -> dict[str, Any]:
         "classes": [str(c) for c in prepared.classes.tolist()],
         "recipe": loaded.recipe.identity() if loaded.recipe is not None else None,
     }
+    # A model behind an API says how it was reached and what its answers held.
+    describe = getattr(loaded.target, "describe", None)
+    if describe is not None:
+        entry["endpoint"] = describe()
     # A defended recipe (defenses.training) reports what it did, e.g. DP-SGD's privacy accounting.
     defense = getattr(loaded.recipe, "defense_report", None)
     return entry | ({"defense": defense} if defense else {})
+
+
+def recorded_config(config: AuditConfig) -> dict[str, Any]:
+    """The configuration as audit.json keeps it: a header's literal value is never written down."""
+    return asdict(config) | {"headers": recorded_headers(config.headers)}
 
 
 def data_entry(prepared: PreparedAudit, config: AuditConfig) -> dict[str, Any]:
@@ -79,7 +89,7 @@ def model_audit_result(
             "seconds_training": training.seconds_training,
         },
         attacks=attacks,
-        config=asdict(config),
+        config=recorded_config(config),
         timings=timings,
         warnings=warnings,
     )

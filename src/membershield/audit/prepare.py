@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from membershield import metrics
-from membershield.attacks import Attack, create_attack
+from membershield.attacks import DEFAULT_ATTACKS, REGISTRY, Attack, create_attack
 from membershield.config import AuditConfig
 from membershield.data.overlap import row_hashes
 from membershield.data.pool import Pool, Tables, build_pool, load_population
@@ -88,25 +88,69 @@ def _data_fingerprint(file_digests: dict[str, str], label_column: str, feature_c
     )
 
 
-def _attacks_for(config: AuditConfig, loaded: LoadedModel) -> tuple[list[Attack], int]:
-    """The attacks, checked against what the target gives (access, a recipe, queries), and the number of
-    reference models they need; every problem is reported at once."""
-    attacks = [create_attack(name) for name in config.attacks]
+def _requirement_problems(attack: Attack, loaded: LoadedModel) -> list[str]:
+    problems = attack.requirement_problems(
+        target_access=loaded.access,
+        gives_recipe=loaded.recipe is not None,
+        queryable=loaded.target is not None or loaded.recipe is not None,
+    )
+    form = getattr(loaded.target, "form", None)  # what a model behind an API turned out to answer
+    if form is not None and form.access == "label-only" and attack.access != "label-only":
+        problems.append(f"'{attack.name}' needs probabilities, and the endpoint answers {form.description}")
+    if attack.min_references and loaded.recipe is None and loaded.target is not None:
+        problems = [p + " (give --recipe: the training pipeline)" if "recipe" in p else p for p in problems]
+    return problems
+
+
+def _candidates(config: AuditConfig, loaded: LoadedModel, default: bool) -> list[str]:
+    """The attacks to try: as asked, and by default the label-only ones too where that is all there is."""
+    if default and loaded.access == "label-only":
+        extra = [name for name, cls in REGISTRY.items() if cls.access == "label-only" and name not in config.attacks]
+        return [*config.attacks, *extra]
+    return list(config.attacks)
+
+
+def _skipped(name: str, problems: list[str]) -> str:
+    reasons = [p.removeprefix(f"'{name}' ") for p in problems]
+    return f"skipped '{name}': it " + " and ".join(reasons)
+
+
+def _attacks_for(config: AuditConfig, loaded: LoadedModel) -> tuple[list[Attack], int, list[str]]:
+    """The attacks, checked against what the target gives (access, a recipe, queries), the number of
+    reference models they need, and the attacks of the default list skipped with why.
+
+    An attack asked for by name that cannot run is an error (every problem at once); from the default
+    list it is skipped and said so, so that the default audit of a label-only endpoint runs exactly the
+    label-only attacks."""
+    default = list(config.attacks) == list(DEFAULT_ATTACKS)
+    attacks = [create_attack(name) for name in _candidates(config, loaded, default)]
+    problems = {attack.name: _requirement_problems(attack, loaded) for attack in attacks}
+    skipped: list[str] = []
+    if default:
+        skipped = [_skipped(a.name, problems[a.name]) for a in attacks if problems[a.name]]
+        attacks = [a for a in attacks if not problems[a.name]]
+        if not attacks:
+            raise ConfigError(f"{config.model}: no attack of the default list can run: " + "; ".join(skipped))
+    elif any(problems.values()):
+        found = [p for a in attacks for p in problems[a.name]]
+        raise ConfigError(f"{config.model}: " + "; ".join(found) + " (drop those attacks from --attacks)")
     n_references = config.references if any(a.min_references for a in attacks) else 0
     for attack in attacks:
         attack.check(n_references)
-    problems = [
-        problem
-        for attack in attacks
-        for problem in attack.requirement_problems(
-            target_access=loaded.access,
-            gives_recipe=loaded.recipe is not None,
-            queryable=loaded.target is not None or loaded.recipe is not None,
-        )
-    ]
-    if problems:
-        raise ConfigError(f"{config.model}: " + "; ".join(problems) + " (drop those attacks from --attacks)")
-    return attacks, n_references
+    return attacks, n_references, skipped
+
+
+def _query_endpoint_first(loaded: LoadedModel, features: pd.DataFrame) -> None:
+    """A model behind an API: the budget checked before the first query, then the first batch asked, so
+    that the attacks can be chosen by what its answers hold."""
+    if hasattr(loaded.target, "discover_access"):
+        loaded.target.discover_access(features)
+
+
+def _check_query_budget(loaded: LoadedModel, attacks: list[Attack], features: pd.DataFrame) -> None:
+    if hasattr(loaded.target, "check_budget"):
+        per_record = sum(getattr(a, "queries_per_record", 0) for a in attacks if a.needs_queries)
+        loaded.target.check_budget(features, per_record * len(features))
 
 
 def target_options(config: AuditConfig) -> dict[str, Any]:
@@ -153,11 +197,20 @@ def _with_population(
     return pd.concat([pool.features, features], ignore_index=True), np.concatenate([pool.labels, labels])
 
 
+def _sorted_labels(values: np.ndarray) -> np.ndarray:
+    return np.array(sorted(set(values.tolist()), key=lambda v: (str(type(v)), v)))
+
+
 def _classes(loaded: LoadedModel, pool: Pool, raw_labels: np.ndarray) -> np.ndarray:
-    if loaded.target is not None:
+    if loaded.target is not None and loaded.target.classes is not None:
         return np.asarray(loaded.target.classes)
-    member_labels = raw_labels[: len(pool)][pool.is_member]
-    return np.array(sorted(set(member_labels.tolist()), key=lambda v: (str(type(v)), v)))
+    if loaded.target is not None:
+        # a model behind an API that does not name its classes: the labels of the records, sorted as a
+        # scikit-learn model orders its probability columns
+        classes = _sorted_labels(raw_labels[: len(pool)])
+        loaded.target.bind_classes(classes)
+        return classes
+    return _sorted_labels(raw_labels[: len(pool)][pool.is_member])
 
 
 def prepare_audit(config: AuditConfig, model: LoadedModel | None = None, tables: Tables | None = None) -> PreparedAudit:
@@ -168,7 +221,6 @@ def prepare_audit(config: AuditConfig, model: LoadedModel | None = None, tables:
     """
     config.validate()
     loaded = model if model is not None else load_for("audit", config.model, **target_options(config))
-    attacks, n_references = _attacks_for(config, loaded)
     pool = build_pool(
         config.train,
         config.holdout,
@@ -182,6 +234,10 @@ def prepare_audit(config: AuditConfig, model: LoadedModel | None = None, tables:
     fingerprints = dict(pool.fingerprints)
     warnings = pool.split_warnings() + _member_count_warning(pool.n_members)
     features, raw_labels = _with_population(config, pool, fingerprints, warnings)
+    _query_endpoint_first(loaded, features)
+    attacks, n_references, skipped = _attacks_for(config, loaded)
+    _check_query_budget(loaded, attacks, features)
+    warnings += skipped
     classes = _classes(loaded, pool, raw_labels)
     raw_labels = _normalise_label_types(raw_labels, classes)
     for source, path in (("members", config.train), ("nonmembers", config.holdout)):

@@ -91,7 +91,8 @@ def time_summary(result: AuditResult) -> str:
 
 def audit(
     model: Annotated[
-        str | None, typer.Option(help="Fitted classifier (.joblib/.pkl) or PyTorch recipe file.py:function.")
+        str | None,
+        typer.Option(help="Fitted classifier (.joblib/.pkl), PyTorch recipe file.py:function, or http(s):// endpoint."),
     ] = None,
     train: Annotated[
         str | None, typer.Option(help="Members: the records the model was trained on (CSV, Parquet, NPZ).")
@@ -128,6 +129,30 @@ def audit(
         str | None,
         typer.Option(help="auto (K models at once when the recipe declares vectorised_spec), vectorised, sequential."),
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Training pipeline (file.py:function or a model file whose clone is trained): the reference"
+            " models of an endpoint or ONNX audit, or every model of a recipe audit (--data)."
+        ),
+    ] = None,
+    api_format: Annotated[
+        str | None,
+        typer.Option(help="How an --model http://... endpoint talks: membershield (the guard), mlflow or kserve-v2."),
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="HTTP header 'Name: value' for the endpoint (repeatable); ${VAR} is read from the environment."
+        ),
+    ] = None,
+    max_queries: Annotated[
+        int | None, typer.Option(help="Most records the audit may send to the endpoint (refused up front if too few).")
+    ] = None,
+    queries_per_second: Annotated[
+        float | None, typer.Option(help="Most records per second sent to the endpoint.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Records per request to the endpoint (default 64).")] = None,
     plan: Annotated[
         bool, typer.Option("--plan", help="Print how many models will train, how many are cached, and an ETA.")
     ] = False,
@@ -184,6 +209,7 @@ def _config_flags(given: dict) -> dict:
     ignore = flags.pop("ignore_columns")
     flags["ignore_columns"] = [c.strip() for c in ignore.split(",") if c.strip()] if ignore else None
     flags["drop_overlap"] = flags["drop_overlap"] or None
+    flags["headers"] = flags.pop("header") or None
     return flags
 
 

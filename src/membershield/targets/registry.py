@@ -11,6 +11,7 @@ from typing import Any
 
 from membershield.errors import ModelLoadError
 from membershield.targets.base import Recipe
+from membershield.targets.http_endpoint import HttpEndpoint
 from membershield.targets.kind import LoadedModel, TargetKind
 from membershield.targets.language_model import LanguageModelDirectory
 from membershield.targets.recipe_file import RecipeFile
@@ -18,7 +19,7 @@ from membershield.targets.sklearn_file import SklearnFile
 
 # Listed, not registered by import side effects; the first kind that recognises a spec takes it, so the
 # catch-all (any other path is a model file) comes last.
-KINDS: tuple[TargetKind, ...] = (RecipeFile(), LanguageModelDirectory(), SklearnFile())
+KINDS: tuple[TargetKind, ...] = (HttpEndpoint(), RecipeFile(), LanguageModelDirectory(), SklearnFile())
 
 
 def kind_named(name: str) -> TargetKind:
