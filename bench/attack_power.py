@@ -17,10 +17,19 @@ halves only. membershield audits all records (it is told no membership; its refe
 random subsets of members, non-members and population alike), and its scores for the evaluation rows are
 read from the audit's per-record scores.
 
+The recipe-audit rows (``--recipe-models K``, default 16; 0 leaves them out) audit the target's training
+pipeline rather than the target: K clones of its MLP train on random halves of the 5,000 members and
+non-members, each is attacked with the others as references, and the K x 5,000 trials are pooled, with
+two-way clustered bootstrap intervals (``membershield audit --recipe model.joblib --data pool.csv``).
+They measure another thing than the rows above (the pipeline, on all records, not one model on the
+evaluation halves), which is why TPR at 0.1% FPR becomes measurable there; ``--recipe-only`` runs them
+without ART.
+
 ART is needed only here, not by membershield:
 
     .venv/bin/pip install adversarial-robustness-toolbox packaging
     .venv/bin/python bench/attack_power.py [--references 16] [--seed 0] [--quick] [--work DIR]
+    .venv/bin/python bench/attack_power.py --recipe-only [--recipe-models 16]
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from sklearn.neural_network import MLPClassifier
 
 from membershield import metrics
 from membershield.attacks import DEFAULT_ATTACKS
-from membershield.audit import run_audit
+from membershield.audit import run_audit, run_recipe_audit
 from membershield.config import AuditConfig
 
 FPRS = (0.001, 0.01)
@@ -77,6 +86,47 @@ class Row:
     rates: list[metrics.TprAtFpr]
     own_seconds: float
     total_seconds: float
+
+
+def recipe_rows(size: Size, args: argparse.Namespace, work: Path) -> list[Row]:
+    """The recipe audit of the target's pipeline on members + non-members: LiRA and RMIA rows, pooled."""
+    parts = make_task(size, args.flip, args.seed)
+    (xm, ym), (xn, yn) = parts["members"], parts["nonmembers"]
+    data = work / "recipe"
+    data.mkdir(parents=True, exist_ok=True)
+    write_csv(data / "pool.csv", np.concatenate([xm, xn]), np.concatenate([ym, yn]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # only the hyper-parameters matter: its clones train
+        joblib.dump(target_model(size, args.seed).fit(xm[:200], ym[:200]), data / "model.joblib")
+    config = AuditConfig(
+        recipe=str(data / "model.joblib"), data=str(data / "pool.csv"), label_column="y", models=args.recipe_models,
+        attacks=["lira", "rmia"], seed=args.seed, out=str(work / "recipe-audit"), cache="", backend=args.backend,
+        fprs=list(FPRS),
+    )  # fmt: skip
+    clock = time.perf_counter()
+    run = run_recipe_audit(config)
+    seconds = time.perf_counter() - clock
+    game, references = run.result.game, run.result.references
+    print(
+        f"membershield recipe audit: {game['n_models']} models x {game['n_records']} records = {game['n_trials']}"
+        f" trials in {seconds:.1f} s ({references['seconds_training']:.1f} s training,"
+        f" {references['seconds_training'] / max(references['trained'], 1):.2f} s per model with backend"
+        f" '{args.backend}')",
+        flush=True,
+    )
+    return [
+        Row(
+            "membershield recipe audit",
+            f"{a.name} ({game['n_models']} models, pooled, clustered CI)",
+            a.auc,
+            a.auc_ci_low,
+            a.auc_ci_high,
+            [metrics.TprAtFpr(**r) for r in a.tpr_at_fpr],
+            a.seconds,
+            seconds,
+        )
+        for a in run.result.attacks
+    ]
 
 
 def load() -> str:
@@ -217,7 +267,13 @@ def main() -> None:
         help="torch intra-op threads for ART's nn attack model (0: torch's default)",
     )
     parser.add_argument("--work", default=".membershield/bench-attack-power")
+    parser.add_argument("--recipe-models", type=int, default=16, help="models of the recipe-audit rows (0: none)")
+    parser.add_argument("--recipe-only", action="store_true", help="only the recipe-audit rows (no ART needed)")
     args = parser.parse_args()
+    if args.recipe_only:
+        rows = recipe_rows(QUICK if args.quick else FULL, args, Path(args.work))
+        print(table(rows))
+        return
     MembershipInferenceBlackBox, SklearnClassifier = import_art()
     import art
     import torch
@@ -310,6 +366,9 @@ def main() -> None:
         measure("membershield", a.name, frame.loc[evaluation, a.name].to_numpy(), is_member, a.seconds, audit_seconds)
         for a in run.result.attacks
     ]
+
+    if args.recipe_models:
+        rows += recipe_rows(size, args, work)
 
     # ART: each attack-model type its fit (on the first halves) and infer (on the evaluation halves).
     x_eval = np.concatenate([xm[m_eval], xn[n_eval]])

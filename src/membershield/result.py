@@ -100,6 +100,11 @@ class AuditResult:
     config: dict[str, Any]
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    # "model": one trained model audited (records are trials); "recipe": the privacy game, K models of one
+    # training pipeline, each the target of the others, whose (model, record) trials are pooled (``game``
+    # says how: the models, the clustered intervals, the per-record exposure). Older audits are "model".
+    mode: str = "model"
+    game: dict[str, Any] | None = None
     schema_version: str = SCHEMA_VERSION
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     environment: dict[str, str] = field(default_factory=lambda: environment_stamp())
@@ -253,12 +258,26 @@ def document_problems(document: Any) -> list[str]:
             problems += _attack_problems(i, entry)
     problems += [f"it lacks '{name}'" for name in REQUIRED if name not in document and name != "attacks"]
     problems += [f"'{n}' must be an object" for n in OBJECTS if n in document and not _is_object(document[n])]
+    problems += _mode_problems(document)
     data = document.get("data")
     if _is_object(data):
         for name in ("n_members", "n_nonmembers"):
             if not isinstance(data.get(name), int) or isinstance(data.get(name), bool):
                 problems.append(f"'data.{name}' must be a whole number")
     return problems
+
+
+MODES = ("model", "recipe")
+
+
+def _mode_problems(document: Mapping[str, Any]) -> list[str]:
+    """An audit is of one model (the default, as before modes existed) or of a recipe, with its game."""
+    mode = document.get("mode", "model")
+    if mode not in MODES:
+        return [f"'mode' must be one of {', '.join(MODES)}, got {mode!r}"]
+    if mode == "recipe" and not _is_object(document.get("game")):
+        return ["a recipe audit ('mode': 'recipe') must have a 'game' object"]
+    return []
 
 
 def _is_object(value: Any) -> bool:

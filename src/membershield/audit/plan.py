@@ -6,9 +6,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+
 from membershield.audit.prepare import prepare_audit
 from membershield.config import AuditConfig
-from membershield.training import LogitCache, train_or_load
+from membershield.targets.base import Recipe
+from membershield.training import LogitCache, ReferenceJob, train_or_load
 from membershield.training.backends import LocalBackend, create_backend
 from membershield.training.references import job_key
 
@@ -44,14 +48,32 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
     recipe itself, so the probe trains so too, here.
     """
     prepared = prepare_audit(config)
-    cache = LogitCache(config.cache) if config.cache else None
-    recipe = prepared.loaded.recipe
     jobs = ([prepared.target_job] if prepared.target_job is not None else []) + prepared.jobs
+    return plan_jobs(
+        config,
+        prepared.loaded.recipe,
+        prepared.features,
+        prepared.raw_labels,
+        prepared.classes,
+        jobs,
+        prepared.data_fingerprint,
+    )
+
+
+def plan_jobs(
+    config: AuditConfig,
+    recipe: Recipe | None,
+    features: pd.DataFrame,
+    raw_labels: np.ndarray,
+    classes: np.ndarray,
+    jobs: list[ReferenceJob],
+    data_fingerprint: str,
+) -> AuditPlan:
+    """The plan of any audit's models (a model audit's target and references, a recipe audit's K models)."""
+    cache = LogitCache(config.cache) if config.cache else None
     backend = create_backend(config.backend, config.ray_address, config.n_jobs, config.trainer)
     tag = backend.model_tag(recipe)
-    missing = [
-        j for j in jobs if cache is None or cache.load(job_key(recipe, prepared.data_fingerprint, j, tag)) is None
-    ]
+    missing = [j for j in jobs if cache is None or cache.load(job_key(recipe, data_fingerprint, j, tag)) is None]
     parallelism = backend.parallelism() if missing else 1
     probe_seconds = None
     estimate = 0.0
@@ -60,14 +82,7 @@ def plan_audit(config: AuditConfig) -> AuditPlan:
         assert probe_backend.model_tag(recipe) == tag
         start = time.perf_counter()
         train_or_load(
-            recipe,
-            prepared.features,
-            prepared.raw_labels,
-            prepared.classes,
-            missing[:1],
-            prepared.data_fingerprint,
-            cache,
-            backend=probe_backend,
+            recipe, features, raw_labels, classes, missing[:1], data_fingerprint, cache, backend=probe_backend
         )
         probe_seconds = time.perf_counter() - start
         estimate = probe_seconds * (len(missing) - 1) / parallelism

@@ -17,12 +17,23 @@ cannot certify (:func:`nonmembers_needed`) is reported as not measurable rather 
 
 One module per question: :mod:`.intervals` (binomial intervals), :mod:`.roc` (curve and AUC),
 :mod:`.rates` (TPR at a fixed FPR and when it is measurable), :mod:`.precision` (precision at a prior),
-:mod:`.advantage`, :mod:`.epsilon` (empirical ε) and :mod:`.slices` (per-record exposure, per-group
-metrics). Every public name is importable from ``membershield.metrics``.
+:mod:`.advantage`, :mod:`.epsilon` (empirical ε), :mod:`.slices` (per-record exposure, per-group
+metrics), and for the pooled trials of a recipe audit :mod:`.clustered` (two-way clustered bootstrap
+intervals) and :mod:`.exposure` (per-record exposure across models). Every public name is importable
+from ``membershield.metrics``.
 """
 
 from membershield.metrics.advantage import Advantage, membership_advantage
+from membershield.metrics.clustered import (
+    ClusteredEpsilon,
+    ClusteredRoc,
+    TwoWayBootstrap,
+    clustered_advantage,
+    clustered_epsilon_lower_bound,
+    clustered_roc,
+)
 from membershield.metrics.epsilon import EpsilonBound, empirical_epsilon_lower_bound
+from membershield.metrics.exposure import RecordExposure, record_exposure
 from membershield.metrics.intervals import Interval, clopper_pearson, rate_difference_interval
 from membershield.metrics.precision import headline_ppv, ppv_at_prior
 from membershield.metrics.rates import (
@@ -37,19 +48,27 @@ from membershield.metrics.slices import slice_metrics, top_exposed
 
 __all__ = [
     "Advantage",
+    "ClusteredEpsilon",
+    "ClusteredRoc",
     "EpsilonBound",
     "Interval",
+    "RecordExposure",
     "RocCurve",
     "TprAtFpr",
+    "TwoWayBootstrap",
     "auc",
     "auc_with_ci",
     "clopper_pearson",
+    "clustered_advantage",
+    "clustered_epsilon_lower_bound",
+    "clustered_roc",
     "empirical_epsilon_lower_bound",
     "headline_ppv",
     "membership_advantage",
     "nonmembers_needed",
     "ppv_at_prior",
     "rate_difference_interval",
+    "record_exposure",
     "roc",
     "slice_metrics",
     "smallest_resolvable_tpr",

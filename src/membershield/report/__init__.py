@@ -163,18 +163,28 @@ def _detected(attack: dict[str, Any]) -> bool:
     return any(r["measurable"] and r["ci_low"] is not None and r["ci_low"] > r["fpr"] for r in attack["tpr_at_fpr"])
 
 
+def units(document: dict[str, Any]) -> tuple[str, str]:
+    """What the counts of members and non-members count: records of one model, or a recipe audit's trials."""
+    if document.get("mode") == "recipe":
+        return "member trials", "non-member trials"
+    return "members", "non-members"
+
+
 def verdict(result: AuditResult | dict[str, Any]) -> Verdict:
     """One sentence an auditor can act on; the evidence follows in the report."""
     document = _as_dict(result)
     top = headline(document)
     name = top.attack["name"]
     rate = top.rate
+    # A recipe audit counts (model, record) trials, pooled over its models, not records of one model.
+    members, nonmembers = units(document)
+    found = "training records" if members == "members" else members
     if rate is not None and rate["tpr"] is not None:
         ratio = f": {rate['tpr'] / rate['fpr']:.1f}× what a blind guess achieves" if rate["tpr"] else ""
         evidence = (
-            f"The strongest attack, {name}, finds {rate['tp']} of {rate['n_members']} training records"
+            f"The strongest attack, {name}, finds {rate['tp']} of {rate['n_members']} {found}"
             f" ({fmt_pct(rate['tpr'])}, 95% CI {fmt_interval(rate['ci_low'], rate['ci_high'])}) while flagging"
-            f" {rate['fp']} of {rate['n_nonmembers']} non-members (FPR at most {fmt_fpr(rate['fpr'])}){ratio}."
+            f" {rate['fp']} of {rate['n_nonmembers']} {nonmembers} (FPR at most {fmt_fpr(rate['fpr'])}){ratio}."
         )
     else:
         auc = top.attack["auc"]
@@ -184,7 +194,7 @@ def verdict(result: AuditResult | dict[str, Any]) -> Verdict:
             else ""
         )
         evidence = (
-            f"No TPR is measurable at the configured FPRs with {document['data']['n_nonmembers']} non-members;"
+            f"No TPR is measurable at the configured FPRs with {document['data']['n_nonmembers']} {nonmembers};"
             f" the strongest attack by AUC is {name}{shown}."
         )
     split = document.get("split_check")
@@ -206,7 +216,7 @@ def verdict(result: AuditResult | dict[str, Any]) -> Verdict:
     return Verdict(
         "no-leak",
         "No membership leakage detected",
-        f"No attack does better than chance at 95% confidence on {n_in} members and {n_out} non-members;"
+        f"No attack does better than chance at 95% confidence on {n_in} {members} and {n_out} {nonmembers};"
         " a smaller leak than these records can resolve is not ruled out. " + evidence,
     )
 

@@ -163,6 +163,65 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _epsilon_detail(variant: dict[str, Any]) -> str:
+    return (
+        f"{variant['accountant']}, δ={variant['delta']:g}; σ={variant['noise_multiplier']:.3g};"
+        f" q={variant['sample_rate']:.3g}; {variant['steps']} steps"
+    )
+
+
+def _variant_row(variant: dict[str, Any], h: dict[str, Any], accuracy_ci: tuple[float, float]) -> dict[str, Any]:
+    """One line of the comparison table: ``h`` is the variant's headline attack point."""
+    acc_low, acc_high = accuracy_ci
+    worst = variant.get("worst_attack") or {}
+    dp = variant["defense"]["name"] == "dp" and variant.get("epsilon") is not None
+    ratio = variant.get("training_time_ratio")
+    lowered = variant.get("lowers_lira_tpr")
+    protects = variant.get("counts_as_protection")
+    return {
+        "name": variant["name"],
+        "citation": variant["defense"].get("citation"),
+        "accuracy": fmt_pct(variant["holdout_accuracy"]),
+        "accuracy_ci": f"{fmt_pct(acc_low)}–{fmt_pct(acc_high)}",
+        "train_accuracy": fmt_pct(variant["train_accuracy"]),
+        "auc": _num(h["auc"]),
+        "auc_ci": f"{_num(h.get('auc_low'))}–{_num(h.get('auc_high'))}" if h["auc"] is not None else "",
+        "tpr": fmt_pct(h["tpr"]) if h["measurable"] else "not measurable",
+        "tpr_ci": f"{fmt_pct(h['tpr_low'])}–{fmt_pct(h['tpr_high'])}" if h["measurable"] else "",
+        "worst": fmt_pct(worst.get("tpr")) if worst.get("measurable") else "n/a",
+        "worst_attack": worst.get("attack", ""),
+        "epsilon": _num(variant["epsilon"], 2) if dp else "—",
+        "epsilon_detail": _epsilon_detail(variant) if dp else "",
+        "empirical": _num(variant.get("empirical_epsilon_lower_bound"), 2),
+        "empirical_attack": variant.get("empirical_epsilon_attack") or "",
+        "seconds": _seconds(variant.get("training_seconds")),
+        "ratio": f"×{ratio:.2f} vs none" if ratio else "",
+        "verdict": variant.get("verdict", ""),
+        "verdict_class": _verdict_class(lowered, protects, variant.get("clearly_lowers_lira_tpr")),
+        "audit": variant["audit"],
+    }
+
+
+def _variant_point(
+    variant: dict[str, Any], h: dict[str, Any], accuracy_ci: tuple[float, float], baseline: str
+) -> dict[str, Any]:
+    """One marker of the privacy/utility scatter plots, with its intervals."""
+    acc_low, acc_high = accuracy_ci
+    return {
+        "name": variant["name"],
+        "baseline": variant["name"] == baseline,
+        "accuracy": variant["holdout_accuracy"],
+        "accuracy_low": acc_low,
+        "accuracy_high": acc_high,
+        "tpr": h["tpr"],
+        "tpr_low": h.get("tpr_low"),
+        "tpr_high": h.get("tpr_high"),
+        "auc": h["auc"],
+        "auc_low": h.get("auc_low"),
+        "auc_high": h.get("auc_high"),
+    }
+
+
 def render_compare_html(document: dict[str, Any]) -> str:
     attack_name = document["headline"]["attack"]
     headline_attack = "LiRA" if attack_name == "lira" else attack_name
@@ -171,57 +230,9 @@ def render_compare_html(document: dict[str, Any]) -> str:
     baseline = document["baseline"]
     for variant in document["variants"]:
         h = _headline(variant, attack_name, fpr)
-        n = variant["n_nonmembers"]
-        acc_low, acc_high = _accuracy_ci(variant["holdout_accuracy"], n)
-        worst = variant.get("worst_attack") or {}
-        dp = variant["defense"]["name"] == "dp" and variant.get("epsilon") is not None
-        ratio = variant.get("training_time_ratio")
-        lowered = variant.get("lowers_lira_tpr")
-        protects = variant.get("counts_as_protection")
-        rows.append(
-            {
-                "name": variant["name"],
-                "citation": variant["defense"].get("citation"),
-                "accuracy": fmt_pct(variant["holdout_accuracy"]),
-                "accuracy_ci": f"{fmt_pct(acc_low)}–{fmt_pct(acc_high)}",
-                "train_accuracy": fmt_pct(variant["train_accuracy"]),
-                "auc": _num(h["auc"]),
-                "auc_ci": f"{_num(h.get('auc_low'))}–{_num(h.get('auc_high'))}" if h["auc"] is not None else "",
-                "tpr": fmt_pct(h["tpr"]) if h["measurable"] else "not measurable",
-                "tpr_ci": f"{fmt_pct(h['tpr_low'])}–{fmt_pct(h['tpr_high'])}" if h["measurable"] else "",
-                "worst": fmt_pct(worst.get("tpr")) if worst.get("measurable") else "n/a",
-                "worst_attack": worst.get("attack", ""),
-                "epsilon": _num(variant["epsilon"], 2) if dp else "—",
-                "epsilon_detail": (
-                    f"{variant['accountant']}, δ={variant['delta']:g}; σ={variant['noise_multiplier']:.3g};"
-                    f" q={variant['sample_rate']:.3g}; {variant['steps']} steps"
-                )
-                if dp
-                else "",
-                "empirical": _num(variant.get("empirical_epsilon_lower_bound"), 2),
-                "empirical_attack": variant.get("empirical_epsilon_attack") or "",
-                "seconds": _seconds(variant.get("training_seconds")),
-                "ratio": f"×{ratio:.2f} vs none" if ratio else "",
-                "verdict": variant.get("verdict", ""),
-                "verdict_class": _verdict_class(lowered, protects, variant.get("clearly_lowers_lira_tpr")),
-                "audit": variant["audit"],
-            }
-        )
-        points.append(
-            {
-                "name": variant["name"],
-                "baseline": variant["name"] == baseline,
-                "accuracy": variant["holdout_accuracy"],
-                "accuracy_low": acc_low,
-                "accuracy_high": acc_high,
-                "tpr": h["tpr"],
-                "tpr_low": h.get("tpr_low"),
-                "tpr_high": h.get("tpr_high"),
-                "auc": h["auc"],
-                "auc_low": h.get("auc_low"),
-                "auc_high": h.get("auc_high"),
-            }
-        )
+        accuracy_ci = _accuracy_ci(variant["holdout_accuracy"], variant["n_nonmembers"])
+        rows.append(_variant_row(variant, h, accuracy_ci))
+        points.append(_variant_point(variant, h, accuracy_ci, baseline))
     data = document["data"]
     attacks = document["attacks"]
     delta = next(

@@ -130,6 +130,10 @@ def calibration(label: str, confidence: np.ndarray, correct: np.ndarray, seed: i
 
 
 def _calibration_section(document: dict[str, Any], scores: pd.DataFrame | None, note: str | None) -> dict[str, Any]:
+    if document.get("mode") == "recipe":
+        # Its bootstrap would resample trials as if independent, and hold them all in memory at once.
+        note = "a recipe audit has one calibration per model; each model's accuracy is in audit.json (game.per_model)"
+        return {"available": False, "note": note}
     if scores is None:
         return {"available": False, "note": note}
     if not {"predicted_label", "predicted_confidence", "label"} <= set(scores.columns):
@@ -247,9 +251,15 @@ def _accuracy(document: dict[str, Any]) -> dict[str, Any]:
     n_in, n_out = data["n_members"], data["n_nonmembers"]
     train = round(utility["train_accuracy"] * n_in) if utility.get("train_accuracy") is not None else None
     holdout = round(utility["holdout_accuracy"] * n_out) if utility.get("holdout_accuracy") is not None else None
+    detail = _accuracy_detail
+    if document.get("mode") == "recipe":  # trials of K models: not independent, so no binomial interval
+
+        def detail(correct: int | None, n: int) -> str:
+            return f"{correct} of {n} trials, pooled over the models"
+
     return {
-        "train_detail": _accuracy_detail(train, n_in),
-        "holdout_detail": _accuracy_detail(holdout, n_out),
+        "train_detail": detail(train, n_in),
+        "holdout_detail": detail(holdout, n_out),
         "gap": utility.get("accuracy_gap"),
         "train_value": utility.get("train_accuracy"),
         "holdout_value": utility.get("holdout_accuracy"),

@@ -39,6 +39,11 @@ def _md_auc(attack: dict[str, Any]) -> str:
     return f"{attack['auc']:.3f} ({fmt_interval(attack['auc_ci_low'], attack['auc_ci_high'], percent=False)})"
 
 
+def _pooled_accuracy(correct: int, trials: int) -> str:
+    """A recipe audit's accuracy over its models' trials: no binomial interval, the trials are not independent."""
+    return f"{fmt_pct(correct / trials)} ({correct} of {trials} trials, pooled over the models)"
+
+
 def _short(digest: str | None) -> str:
     return (digest or "unknown")[:12]
 
@@ -60,9 +65,10 @@ def render_markdown(result: AuditResult | dict[str, Any]) -> str:
     n_in, n_out = data["n_members"], data["n_nonmembers"]
     accuracy = None
     if utility.get("train_accuracy") is not None and utility.get("holdout_accuracy") is not None:
+        rate = _pooled_accuracy if document.get("mode") == "recipe" else fmt_count_rate
         accuracy = {
-            "train": fmt_count_rate(round(utility["train_accuracy"] * n_in), n_in),
-            "holdout": fmt_count_rate(round(utility["holdout_accuracy"] * n_out), n_out),
+            "train": rate(round(utility["train_accuracy"] * n_in), n_in),
+            "holdout": rate(round(utility["holdout_accuracy"] * n_out), n_out),
             "gap": f"{100 * utility['accuracy_gap']:+.1f}",
         }
     try:
