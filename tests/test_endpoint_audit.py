@@ -131,3 +131,42 @@ def test_endpoint_failures_are_one_line_and_keep_what_was_fetched(digits_audit, 
     with fake_json_upstream(lambda body: {"outputs": [{"name": "p", "shape": [1], "data": [1]}]}) as url:
         code, _, err = run("shape", url, "--api-format", "kserve-v2")
         assert_one_line_error(code, err, "not a kserve-v2 answer")
+
+
+def test_the_client_waits_out_429_and_5xx_as_told_and_then_answers() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import pandas as pd
+
+    from membershield.endpoint.client import EndpointClient, QueryPolicy
+    from membershield.endpoint.formats import FORMATS
+
+    statuses = [429, 503]  # then 200
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            records = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["records"]
+            status = statuses.pop(0) if statuses else 200
+            body = json.dumps({"predictions": [{"label": 1, "probabilities": [0.2, 0.8]} for _ in records]}).encode()
+            self.send_response(status)
+            if status == 429:
+                self.send_header("Retry-After", "2")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    waits: list[float] = []
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/predict"
+        client = EndpointClient(url, FORMATS["membershield"], {}, QueryPolicy(batch_size=2), sleep=waits.append)
+        answers = client.answers(pd.DataFrame({"a": [1.0, 2.0, 3.0]}))
+    finally:
+        server.shutdown()
+    assert [a["label"] for a in answers] == [1, 1, 1] and client.sent == 3
+    assert waits == [2.0, 0.5]  # Retry-After first, then the exponential backoff of the second attempt
