@@ -328,6 +328,96 @@ class CompareRun:
     out: Path
 
 
+def _with_output_defense_attacks(attacks: list[str], variants: list[Variant], notes: list[str]) -> list[str]:
+    """``attacks`` plus the ones an output defense must face, noting any added."""
+    if any(v.kind == "output" for v in variants):
+        added = [a for a in OUTPUT_DEFENSE_ATTACKS if a not in attacks]
+        attacks += added
+        if added:
+            notes.append(
+                f"added {', '.join(added)} for every variant: an output defense must also face attacks that"
+                " need no confidences"
+            )
+    return attacks
+
+
+def _variant_config(
+    options: CompareOptions, variant: Variant, index: int, attacks: list[str], members: Path, holdout: Path
+) -> AuditConfig:
+    return AuditConfig(
+        model=options.recipe,
+        train=str(members),
+        holdout=str(holdout),
+        label_column=options.label_column,
+        attacks=list(attacks),
+        references=options.references,
+        ignore_columns=list(options.ignore_columns),
+        seed=options.seed,
+        out=str(Path(options.out) / variant.slug),
+        cache="",  # each variant's recipe is new; its report needs the target trained in this run
+        split_check=index == 0,  # the same split for every variant: checked once
+        backend=options.backend,
+        n_jobs=options.n_jobs,
+        ray_address=options.ray_address,
+    )
+
+
+def _variant_model(options: CompareOptions, loaded: LoadedModel, variant: Variant) -> LoadedModel:
+    return LoadedModel(
+        target=None,
+        recipe=variant.recipe,
+        kind=f"{loaded.kind}+defense" if variant.kind != "none" else loaded.kind,
+        spec=f"{options.recipe} [{variant.name}]",
+        sha256=loaded.sha256,
+    )
+
+
+def _audit_variants(
+    options: CompareOptions,
+    loaded: LoadedModel,
+    variants: list[Variant],
+    attacks: list[str],
+    pool: tuple[Path, Path, Tables],
+    progress: ProgressCallback | None,
+    on_variant: Callable[[int, int, str], None] | None,
+) -> tuple[list[dict[str, Any]], Any]:
+    """One comparison entry per variant, and the split check of the first audit (the same split for all)."""
+    members, holdout, tables = pool
+    entries: list[dict[str, Any]] = []
+    split_check = None
+    for i, variant in enumerate(variants):
+        if on_variant:
+            on_variant(i, len(variants), variant.name)
+        config = _variant_config(options, variant, i, attacks, members, holdout)
+        model = _variant_model(options, loaded, variant)
+        if options.backend != "local":
+            _train_target_here(config, model, tables)
+        reports = ("html",) if options.reports else ()
+        run = run_audit(config, progress=progress, model=model, tables=tables, reports=reports)
+        audit = run.result.to_dict()
+        if i == 0:
+            split_check = audit["split_check"]
+        entries.append(_entry(variant, audit, getattr(variant.recipe, "defense_report", None)))
+    return entries, split_check
+
+
+def _judge_against_baseline(
+    entries: list[dict[str, Any]], headline_attack: str | None, notes: list[str]
+) -> tuple[dict[str, Any], str]:
+    """Judge every entry against the undefended one; returns it and the attack the verdicts use."""
+    baseline = next(e for e in entries if e["defense"]["kind"] == "none")
+    if headline_attack is None:
+        worst = baseline["worst_attack"]
+        headline_attack = worst["attack"] if worst else entries[0]["attacks"][0]["name"]
+        notes.append(f"'lira' was not among the attacks; verdicts use the strongest on the baseline, {headline_attack}")
+    base_seconds = baseline.get("training_seconds")
+    for entry in entries:
+        judge(entry, baseline, headline_attack)
+        seconds = entry.get("training_seconds")
+        entry["training_time_ratio"] = seconds / base_seconds if seconds and base_seconds else None
+    return baseline, headline_attack
+
+
 def run_compare(
     options: CompareOptions,
     progress: ProgressCallback | None = None,
@@ -340,63 +430,14 @@ def run_compare(
     attacks = parse_attack_list(options.attacks)
     loaded = load_model(options.recipe)
     variants, notes = build_variants(options, loaded)
-    if any(v.kind == "output" for v in variants):
-        added = [a for a in OUTPUT_DEFENSE_ATTACKS if a not in attacks]
-        attacks += added
-        if added:
-            notes.append(
-                f"added {', '.join(added)} for every variant: an output defense must also face attacks that"
-                " need no confidences"
-            )
+    attacks = _with_output_defense_attacks(attacks, variants, notes)
     headline_attack = HEADLINE_ATTACK if HEADLINE_ATTACK in attacks else None
     members, holdout, data_info, tables = split_pool(options, out)
     _warm_up(loaded, members, options)
-    entries: list[dict[str, Any]] = []
-    split_check = None
-    for i, variant in enumerate(variants):
-        if on_variant:
-            on_variant(i, len(variants), variant.name)
-        config = AuditConfig(
-            model=options.recipe,
-            train=str(members),
-            holdout=str(holdout),
-            label_column=options.label_column,
-            attacks=list(attacks),
-            references=options.references,
-            ignore_columns=list(options.ignore_columns),
-            seed=options.seed,
-            out=str(out / variant.slug),
-            cache="",  # each variant's recipe is new; its report needs the target trained in this run
-            split_check=i == 0,  # the same split for every variant: checked once
-            backend=options.backend,
-            n_jobs=options.n_jobs,
-            ray_address=options.ray_address,
-        )
-        model = LoadedModel(
-            target=None,
-            recipe=variant.recipe,
-            kind=f"{loaded.kind}+defense" if variant.kind != "none" else loaded.kind,
-            spec=f"{options.recipe} [{variant.name}]",
-            sha256=loaded.sha256,
-        )
-        if options.backend != "local":
-            _train_target_here(config, model, tables)
-        reports = ("html",) if options.reports else ()
-        run = run_audit(config, progress=progress, model=model, tables=tables, reports=reports)
-        audit = run.result.to_dict()
-        if i == 0:
-            split_check = audit["split_check"]
-        entries.append(_entry(variant, audit, getattr(variant.recipe, "defense_report", None)))
-    baseline = next(e for e in entries if e["defense"]["kind"] == "none")
-    if headline_attack is None:
-        worst = baseline["worst_attack"]
-        headline_attack = worst["attack"] if worst else entries[0]["attacks"][0]["name"]
-        notes.append(f"'lira' was not among the attacks; verdicts use the strongest on the baseline, {headline_attack}")
-    base_seconds = baseline.get("training_seconds")
-    for entry in entries:
-        judge(entry, baseline, headline_attack)
-        seconds = entry.get("training_seconds")
-        entry["training_time_ratio"] = seconds / base_seconds if seconds and base_seconds else None
+    entries, split_check = _audit_variants(
+        options, loaded, variants, attacks, (members, holdout, tables), progress, on_variant
+    )
+    baseline, headline_attack = _judge_against_baseline(entries, headline_attack, notes)
     document = {
         "schema_version": SCHEMA_VERSION,
         "recipe": {"spec": options.recipe, "kind": loaded.kind, "sha256": loaded.sha256},

@@ -247,6 +247,97 @@ def _fit_cdf(samples: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], d
         )
 
 
+def _exposure_by_enumeration(
+    lm: Any,
+    spec: CanarySpec,
+    canaries: list[dict[str, Any]],
+    canary_bits: np.ndarray,
+    batch_tokens: int,
+    progress: ProgressCallback | None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Exact ranks of every canary among all candidate secrets; the rows and how many candidates were scored."""
+    inserted = {c["secret"] for c in canaries if c["repeats"] > 0}
+    candidates = [spec.secret(i) for i in range(spec.space_size)]
+    keep = [s for s in candidates if s not in inserted]
+    bits = np.sort(log_perplexity_bits(lm, [spec.text(s) for s in keep], batch_tokens, progress))
+    rows = []
+    for canary, own in zip(canaries, canary_bits, strict=True):
+        # Rank among the non-inserted candidates plus the canary itself; ties count half.
+        lower = np.searchsorted(bits, own, side="left")
+        ties = np.searchsorted(bits, own, side="right") - lower
+        if canary["secret"] not in inserted:
+            ties -= 1  # the canary is among the candidates: do not count it against itself
+        rank = 1.0 + lower + 0.5 * max(ties, 0)
+        size = bits.size + (1 if canary["secret"] in inserted else 0)
+        rows.append(
+            {
+                **canary,
+                "log_perplexity_bits": float(own),
+                "rank": rank,
+                "candidates": size,
+                "exposure": max(0.0, math.log2(size) - math.log2(rank)),
+            }
+        )
+    return rows, len(candidates)
+
+
+def _exposure_by_fit(
+    lm: Any,
+    spec: CanarySpec,
+    canaries: list[dict[str, Any]],
+    canary_bits: np.ndarray,
+    *,
+    samples: int,
+    seed: int,
+    batch_tokens: int,
+    progress: ProgressCallback | None,
+) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
+    """Exposures estimated from a distribution fitted to sampled candidates (the space is too large to
+    enumerate); the rows, how many candidates were scored, and the fit."""
+    secrets = [c["secret"] for c in canaries]
+    inserted = {c["secret"] for c in canaries if c["repeats"] > 0}
+    rng = np.random.default_rng(seed)
+    sampled = sample_secrets(spec, samples, rng, exclude=set(secrets))
+    bits = log_perplexity_bits(lm, [spec.text(s) for s in sampled], batch_tokens, progress)
+    log_cdf, fit = _fit_cdf(bits)
+    size = spec.space_size - len(inserted) + 1
+    cap = math.log2(size)
+    rows = []
+    for canary, own in zip(canaries, canary_bits, strict=True):
+        exposure = float(-log_cdf(np.array([own]))[0] / math.log(2.0))
+        exposure = min(max(exposure, 0.0), cap) if math.isfinite(exposure) else cap
+        empirical = float(np.mean(bits < own))
+        rows.append(
+            {
+                **canary,
+                "log_perplexity_bits": float(own),
+                "rank": size * 2.0 ** (-exposure),
+                "candidates": size,
+                "exposure": exposure,
+                "sampled_share_below": empirical,
+            }
+        )
+    return rows, len(sampled), fit
+
+
+def _summary_by_repeats(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_repeats = []
+    for r in sorted({c["repeats"] for c in rows}):
+        values = np.array([c["exposure"] for c in rows if c["repeats"] == r])
+        by_repeats.append(
+            {
+                "repeats": r,
+                "n_canaries": int(values.size),
+                "mean_exposure": float(values.mean()),
+                "median_exposure": float(np.median(values)),
+                "min_exposure": float(values.min()),
+                "max_exposure": float(values.max()),
+                "n_fully_exposed": int(sum(c["rank"] <= 1.0 for c in rows if c["repeats"] == r)),
+            }
+        )
+    return by_repeats
+
+
 def canary_exposure(
     lm: Any,
     canaries_path: str | Path,
@@ -262,71 +353,16 @@ def canary_exposure(
     if samples < 100:
         raise ConfigError(f"--samples must be at least 100 candidates for the distribution fit, got {samples}")
     secrets = [c["secret"] for c in canaries]
-    inserted = {c["secret"] for c in canaries if c["repeats"] > 0}
     canary_bits = log_perplexity_bits(lm, [spec.text(s) for s in secrets], batch_tokens, progress)
-    full_bits = math.log2(spec.space_size)
     fit: dict[str, Any] | None = None
-    rows = []
     if spec.space_size <= max_enumerate:
         method = "enumeration"
-        candidates = [spec.secret(i) for i in range(spec.space_size)]
-        keep = [s for s in candidates if s not in inserted]
-        bits = np.sort(log_perplexity_bits(lm, [spec.text(s) for s in keep], batch_tokens, progress))
-        n_scored = len(candidates)
-        for canary, own in zip(canaries, canary_bits, strict=True):
-            # Rank among the non-inserted candidates plus the canary itself; ties count half.
-            lower = np.searchsorted(bits, own, side="left")
-            ties = np.searchsorted(bits, own, side="right") - lower
-            if canary["secret"] not in inserted:
-                ties -= 1  # the canary is among the candidates: do not count it against itself
-            rank = 1.0 + lower + 0.5 * max(ties, 0)
-            size = bits.size + (1 if canary["secret"] in inserted else 0)
-            rows.append(
-                {
-                    **canary,
-                    "log_perplexity_bits": float(own),
-                    "rank": rank,
-                    "candidates": size,
-                    "exposure": max(0.0, math.log2(size) - math.log2(rank)),
-                }
-            )
+        rows, n_scored = _exposure_by_enumeration(lm, spec, canaries, canary_bits, batch_tokens, progress)
     else:
-        rng = np.random.default_rng(seed)
-        sampled = sample_secrets(spec, samples, rng, exclude=set(secrets))
-        bits = log_perplexity_bits(lm, [spec.text(s) for s in sampled], batch_tokens, progress)
-        n_scored = len(sampled)
-        log_cdf, fit = _fit_cdf(bits)
-        method = f"{fit['distribution']} fit to {samples} sampled candidates"
-        size = spec.space_size - len(inserted) + 1
-        cap = math.log2(size)
-        for canary, own in zip(canaries, canary_bits, strict=True):
-            exposure = float(-log_cdf(np.array([own]))[0] / math.log(2.0))
-            exposure = min(max(exposure, 0.0), cap) if math.isfinite(exposure) else cap
-            empirical = float(np.mean(bits < own))
-            rows.append(
-                {
-                    **canary,
-                    "log_perplexity_bits": float(own),
-                    "rank": size * 2.0 ** (-exposure),
-                    "candidates": size,
-                    "exposure": exposure,
-                    "sampled_share_below": empirical,
-                }
-            )
-    by_repeats = []
-    for r in sorted({c["repeats"] for c in rows}):
-        values = np.array([c["exposure"] for c in rows if c["repeats"] == r])
-        by_repeats.append(
-            {
-                "repeats": r,
-                "n_canaries": int(values.size),
-                "mean_exposure": float(values.mean()),
-                "median_exposure": float(np.median(values)),
-                "min_exposure": float(values.min()),
-                "max_exposure": float(values.max()),
-                "n_fully_exposed": int(sum(c["rank"] <= 1.0 for c in rows if c["repeats"] == r)),
-            }
+        rows, n_scored, fit = _exposure_by_fit(
+            lm, spec, canaries, canary_bits, samples=samples, seed=seed, batch_tokens=batch_tokens, progress=progress
         )
+        method = f"{fit['distribution']} fit to {samples} sampled candidates"
     return {
         "schema_version": CANARY_SCHEMA_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -336,10 +372,10 @@ def canary_exposure(
         "alphabet": spec.alphabet,
         "length": spec.length,
         "space_size": spec.space_size,
-        "max_exposure": full_bits,
+        "max_exposure": math.log2(spec.space_size),
         "method": method,
         "candidates_scored": n_scored,
         "fit": fit,
-        "by_repeats": by_repeats,
+        "by_repeats": _summary_by_repeats(rows),
         "canaries": rows,
     }
