@@ -3,25 +3,36 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The model servers the endpoint tests start (mlflow, mlserver) live apart: full mlflow needs pyarrow<26.
+SERVE_VENV := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install serve-env demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,ray]'
+	$(BIN)/pip install --quiet -e '.[test,ray,onnx]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(SERVE_STAMP): requirements-serve.txt
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/pip install --quiet -r requirements-serve.txt
+	touch $(SERVE_STAMP)
 
-demo: $(STAMP)
+serve-env: $(SERVE_STAMP)
+
+install: $(STAMP) $(SERVE_STAMP)
+
+demo: $(STAMP) $(SERVE_STAMP)
 	$(BIN)/python examples/demo_data.py demo-data
 	$(BIN)/membershield audit --model demo-data/model.joblib \
 	    --train demo-data/members.csv --holdout demo-data/nonmembers.csv \
 	    --population demo-data/population.csv --label-column digit \
 	    --references 16 --out demo-out --cache demo-data/cache
 
-test: $(STAMP)
+test: $(STAMP) $(SERVE_STAMP)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/pytest -q
 

@@ -38,11 +38,40 @@ def _language_model(directory):
     return str(save_lm(model, tokenizer, directory / "lm"))
 
 
+def _onnx(directory):
+    pytest.importorskip("skl2onnx")
+    from skl2onnx import to_onnx
+
+    X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    model = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
+    (directory / "model.onnx").write_bytes(to_onnx(model, X[:1]).SerializeToString())
+    return str(directory / "model.onnx")
+
+
+def _text_classifier(directory):
+    pytest.importorskip("transformers")
+    from transformers import GPT2ForSequenceClassification
+
+    from tests.text_fixtures import build_tokenizer, gpt2_config, make_corpus, save_lm
+
+    tokenizer = build_tokenizer(make_corpus(30, seed=0), vocab_size=300)
+    config = gpt2_config(len(tokenizer), tokenizer.eos_token_id, n_positions=32)
+    config.num_labels, config.pad_token_id = 2, tokenizer.pad_token_id
+    return "hf:" + str(save_lm(GPT2ForSequenceClassification(config), tokenizer, directory / "classifier"))
+
+
 def _endpoint(directory):
     return "http://127.0.0.1:9/v1/predict"  # loading asks nothing: the first query is the audit's
 
 
-BUILDERS = {"http-endpoint": _endpoint, "sklearn": _sklearn, "torch-recipe": _recipe, "hf-causal-lm": _language_model}
+BUILDERS = {
+    "http-endpoint": _endpoint,
+    "sklearn": _sklearn,
+    "torch-recipe": _recipe,
+    "hf-causal-lm": _language_model,
+    "onnx": _onnx,
+    "hf-classifier": _text_classifier,
+}
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)

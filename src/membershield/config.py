@@ -53,6 +53,7 @@ class AuditConfig:
     max_queries: int | None = None
     queries_per_second: float | None = None
     batch_size: int = 64
+    text_column: str | None = None  # the column of texts a text classifier (--model hf:DIR) reads
     # A recipe audit (the privacy game): --recipe trains ``models`` models on random halves of ``data``.
     data: str | None = None
     models: int = 32
@@ -137,6 +138,10 @@ def _value_problems(config: AuditConfig) -> list[str]:
             config.queries_per_second is not None and not config.queries_per_second > 0,
             f"queries_per_second must be above 0, got {config.queries_per_second}",
         ),
+        (
+            config.text_column is not None and not config.model.startswith("hf:"),
+            "text_column applies to a text classifier (--model hf:DIR) only; drop --text-column",
+        ),
         (config.models < 2, f"models must be 2 or more (each model's references are the others), got {config.models}"),
     ]
     problems += [f"header {h!r} must read 'Name: value'" for h in config.headers if not _is_header(h)]
@@ -178,6 +183,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_queries": (int, type(None)),
     "queries_per_second": (float, int, type(None)),
     "batch_size": (int,),
+    "text_column": (str, type(None)),
     "data": (str, type(None)),
     "models": (int,),
 }
@@ -230,6 +236,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def _relative_to(base: Path, value: str) -> str:
     if "://" in value:  # an endpoint, not a path
         return value
+    if value.startswith("hf:"):  # a classifier directory: the path after the prefix is relative
+        return "hf:" + _relative_to(base, value.removeprefix("hf:"))
     path_part, sep, func = value.rpartition(":") if ".py:" in value else (value, "", "")
     candidate = Path(path_part)
     if not candidate.is_absolute():

@@ -163,6 +163,7 @@ def target_options(config: AuditConfig) -> dict[str, Any]:
         "queries_per_second": config.queries_per_second,
         "batch_size": config.batch_size,
         "cache": config.cache,
+        "text_column": config.text_column,
     }
 
 

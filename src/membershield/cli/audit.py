@@ -18,6 +18,40 @@ from rich.progress import (
 from rich.table import Table
 
 from membershield.attacks import REGISTRY
+from membershield.cli.audit_options import (
+    ApiFormatOption,
+    AttacksOption,
+    BackendOption,
+    BatchSizeOption,
+    CacheOption,
+    ConfigOption,
+    DataOption,
+    HeaderOption,
+    HoldoutOption,
+    IdColumnOption,
+    IgnoreColumnsOption,
+    LabelColumnOption,
+    MaxQueriesOption,
+    MlflowOption,
+    ModelNameOption,
+    ModelOption,
+    ModelsOption,
+    ModelVersionOption,
+    NJobsOption,
+    OutOption,
+    PlanOption,
+    PopulationOption,
+    QueriesPerSecondOption,
+    RayAddressOption,
+    RecipeOption,
+    ReferencesOption,
+    SeedOption,
+    SliceColumnOption,
+    StoreOption,
+    TextColumnOption,
+    TrainerOption,
+    TrainOption,
+)
 from membershield.cli.common import DropOverlapOption, RichProgress, console, errors, pct
 from membershield.config import build_config, read_config_file
 from membershield.metrics import nonmembers_needed, unresolved_fprs
@@ -26,7 +60,14 @@ from membershield.result import AuditResult
 
 def summary_table(result: AuditResult) -> Table:
     n_in, n_out = result.data["n_members"], result.data["n_nonmembers"]
-    table = Table(title=f"Membership inference audit: {n_in} members, {n_out} non-members", title_justify="left")
+    title = f"Membership inference audit: {n_in} members, {n_out} non-members"
+    if result.mode == "recipe" and result.game is not None:
+        game = result.game
+        title = (
+            f"Recipe audit: {game['n_models']} models × {game['n_records']} records = {game['n_trials']} trials"
+            f" ({n_in} member, {n_out} non-member); intervals clustered by record and model"
+        )
+    table = Table(title=title, title_justify="left")
     table.add_column("attack", no_wrap=True)
     table.add_column("AUC (95% CI)", justify="right")
     for fpr in result.config["fprs"]:
@@ -51,18 +92,22 @@ def summary_table(result: AuditResult) -> Table:
 def print_summary(result: AuditResult, out: Path) -> None:
     console.print(summary_table(result))
     unresolved = unresolved_fprs(result.config["fprs"], result.data["n_nonmembers"])
+    recipe = result.mode == "recipe"
     if unresolved:
         need = nonmembers_needed(min(unresolved))
         console.print(
-            f"not measurable: {result.data['n_nonmembers']} non-members cannot resolve an FPR of"
-            f" {', '.join(f'{100 * f:g}%' for f in unresolved)} (that needs at least {need})."
+            f"not measurable: {result.data['n_nonmembers']} non-member{' trial' if recipe else ''}s cannot"
+            f" resolve an FPR of {', '.join(f'{100 * f:g}%' for f in unresolved)} (that needs at least {need})."
         )
     u = result.utility
-    console.print(
-        f"target accuracy: train {u['train_accuracy']:.3f}, holdout {u['holdout_accuracy']:.3f}"
-        f" (gap {u['accuracy_gap']:+.3f}); reference models: {result.references['count']}"
-        f" ({result.references['loaded_from_cache']} from cache)"
-    )
+    if recipe:
+        _print_recipe_lines(result)
+    else:
+        console.print(
+            f"target accuracy: train {u['train_accuracy']:.3f}, holdout {u['holdout_accuracy']:.3f}"
+            f" (gap {u['accuracy_gap']:+.3f}); reference models: {result.references['count']}"
+            f" ({result.references['loaded_from_cache']} from cache)"
+        )
     if result.split_check:
         s = result.split_check
         state = "[green]ok[/green]" if s["ok"] else "[bold red]FAILED[/bold red]"
@@ -70,10 +115,40 @@ def print_summary(result: AuditResult, out: Path) -> None:
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
     console.print(time_summary(result))
-    console.print(f"wrote {out / 'audit.json'}, {out / 'scores.csv'}, {out / 'report.html'} and {out / 'summary.md'}")
+    exposure = f", {out / 'exposure.csv'}" if recipe else ""
+    console.print(
+        f"wrote {out / 'audit.json'}, {out / 'scores.csv'}{exposure}, {out / 'report.html'} and {out / 'summary.md'}"
+    )
 
 
-TIMING_NAMES = {"load": "loading", "target": "target", "references": "reference models", "split_check": "split check"}
+def _print_recipe_lines(result: AuditResult) -> None:
+    """A recipe audit's models, their accuracy and the records exposed by every model that trained on them."""
+    u, game, references = result.utility, result.game or {}, result.references
+    console.print(
+        f"models' accuracy (all trials): train {u['train_accuracy']:.3f}, holdout {u['holdout_accuracy']:.3f}"
+        f" (gap {u['accuracy_gap']:+.3f}); {references['models']} models ({references['loaded_from_cache']} from"
+        f" cache), each the target of the other {references['count']}"
+    )
+    exposure = game.get("exposure") or {}
+    entry = (exposure.get("by_attack") or {}).get(exposure.get("attack"))
+    if entry:
+        always = [r for r in entry["records"] if r["n_exposed"] == r["n_member_models"] >= 2]
+        rows = ", ".join(str(r["row"]) for r in always[:5])
+        console.print(
+            f"exposed by every model that trained on them ({exposure['attack']} at {100 * exposure['fpr']:g}% FPR"
+            f" per model): {entry['always_exposed']} of {game['n_records']} records"
+            + (f" (rows {rows}{', ...' if entry['always_exposed'] > 5 else ''}; see exposure.csv)" if rows else "")
+        )
+
+
+TIMING_NAMES = {
+    "load": "loading",
+    "target": "target",
+    "references": "reference models",
+    "split_check": "split check",
+    "models": "models",
+    "intervals": "clustered intervals",
+}
 
 
 def time_summary(result: AuditResult) -> str:
@@ -90,84 +165,42 @@ def time_summary(result: AuditResult) -> str:
 
 
 def audit(
-    model: Annotated[
-        str | None,
-        typer.Option(help="Fitted classifier (.joblib/.pkl), PyTorch recipe file.py:function, or http(s):// endpoint."),
-    ] = None,
-    train: Annotated[
-        str | None, typer.Option(help="Members: the records the model was trained on (CSV, Parquet, NPZ).")
-    ] = None,
-    holdout: Annotated[str | None, typer.Option(help="Non-members: records the model never saw.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Name of the label column.")] = None,
-    attacks: Annotated[
-        str | None, typer.Option(help="Comma-separated attack names (see `membershield attacks`).")
-    ] = None,
-    references: Annotated[
-        int | None, typer.Option(help="Reference (shadow) models to train for LiRA, RMIA, shadow.")
-    ] = None,
-    population: Annotated[
-        str | None, typer.Option(help="Extra records from the same distribution, unseen by the model.")
-    ] = None,
-    slice_column: Annotated[str | None, typer.Option(help="Column to report per-value results for.")] = None,
-    ignore_columns: Annotated[
-        str | None, typer.Option(help="Comma-separated columns that are not model features.")
-    ] = None,
-    id_column: Annotated[
-        str | None, typer.Option(help="Column identifying each record: overlap is checked by id; not a feature.")
-    ] = None,
+    model: ModelOption = None,
+    train: TrainOption = None,
+    holdout: HoldoutOption = None,
+    label_column: LabelColumnOption = None,
+    attacks: AttacksOption = None,
+    references: ReferencesOption = None,
+    population: PopulationOption = None,
+    slice_column: SliceColumnOption = None,
+    ignore_columns: IgnoreColumnsOption = None,
+    id_column: IdColumnOption = None,
     drop_overlap: DropOverlapOption = False,
-    seed: Annotated[int | None, typer.Option(help="Seed for every random choice; same seed, same audit.")] = None,
-    out: Annotated[str | None, typer.Option(help="Output directory for audit.json and scores.csv.")] = None,
-    cache: Annotated[str | None, typer.Option(help="Directory of cached reference-model outputs.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with the same options; flags override it.")] = None,
-    backend: Annotated[
-        str | None, typer.Option(help="Where reference models train: local, processes (joblib) or ray.")
-    ] = None,
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one).")] = None,
-    n_jobs: Annotated[int | None, typer.Option(help="Parallel workers for the processes and ray backends.")] = None,
-    trainer: Annotated[
-        str | None,
-        typer.Option(help="auto (K models at once when the recipe declares vectorised_spec), vectorised, sequential."),
-    ] = None,
-    recipe: Annotated[
-        str | None,
-        typer.Option(
-            help="Training pipeline (file.py:function or a model file whose clone is trained): the reference"
-            " models of an endpoint or ONNX audit, or every model of a recipe audit (--data)."
-        ),
-    ] = None,
-    api_format: Annotated[
-        str | None,
-        typer.Option(help="How an --model http://... endpoint talks: membershield (the guard), mlflow or kserve-v2."),
-    ] = None,
-    header: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="HTTP header 'Name: value' for the endpoint (repeatable); ${VAR} is read from the environment."
-        ),
-    ] = None,
-    max_queries: Annotated[
-        int | None, typer.Option(help="Most records the audit may send to the endpoint (refused up front if too few).")
-    ] = None,
-    queries_per_second: Annotated[
-        float | None, typer.Option(help="Most records per second sent to the endpoint.")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Records per request to the endpoint (default 64).")] = None,
-    plan: Annotated[
-        bool, typer.Option("--plan", help="Print how many models will train, how many are cached, and an ETA.")
-    ] = False,
-    mlflow: Annotated[
-        bool, typer.Option("--mlflow", help="Also log metrics and files to MLflow (the active or a new run).")
-    ] = False,
-    store: Annotated[
-        str | None, typer.Option(help="History database, a file or URL (default .membershield/history.db).")
-    ] = None,
-    model_name: Annotated[
-        str | None, typer.Option(help="Name the audit is recorded under (default: the model file's stem).")
-    ] = None,
-    model_version: Annotated[str | None, typer.Option(help="Model version recorded with the audit.")] = None,
+    seed: SeedOption = None,
+    out: OutOption = None,
+    cache: CacheOption = None,
+    config: ConfigOption = None,
+    backend: BackendOption = None,
+    ray_address: RayAddressOption = None,
+    n_jobs: NJobsOption = None,
+    trainer: TrainerOption = None,
+    recipe: RecipeOption = None,
+    data: DataOption = None,
+    models: ModelsOption = None,
+    api_format: ApiFormatOption = None,
+    header: HeaderOption = None,
+    max_queries: MaxQueriesOption = None,
+    queries_per_second: QueriesPerSecondOption = None,
+    batch_size: BatchSizeOption = None,
+    text_column: TextColumnOption = None,
+    plan: PlanOption = False,
+    mlflow: MlflowOption = False,
+    store: StoreOption = None,
+    model_name: ModelNameOption = None,
+    model_version: ModelVersionOption = None,
 ) -> None:
-    """Audit a trained classifier: attack it, measure the leakage, write audit.json and scores.csv."""
+    """Audit a trained classifier: attack it, measure the leakage, write audit.json and scores.csv; with
+    --recipe and --data, audit the training pipeline itself (K models on random halves of the pool)."""
     flags = _config_flags(dict(locals()))  # before any import below adds a local
     from membershield.audit import REPORTS, run_audit  # deferred: keeps `membershield --help` fast
     from membershield.history import record_audit
@@ -175,11 +208,15 @@ def audit(
     cfg = build_config(read_config_file(config) if config is not None else {}, flags)
     if plan:
         from membershield.audit import plan_audit
+        from membershield.audit.recipe_game import plan_recipe_audit
 
-        console.print(plan_audit(cfg).describe())
+        console.print((plan_recipe_audit if cfg.data else plan_audit)(cfg).describe())
         return
+    runner = run_audit
+    if cfg.data:
+        from membershield.audit.recipe_run import run_recipe_audit as runner  # the privacy game
     with Progress(*AUDIT_PROGRESS, console=errors, transient=True) as progress:
-        run = run_audit(cfg, progress=RichProgress(progress), reports=REPORTS)
+        run = runner(cfg, progress=RichProgress(progress), reports=REPORTS)
     print_summary(run.result, Path(cfg.out))
     if mlflow:
         from membershield.mlflow_log import log_audit

@@ -21,7 +21,6 @@ DropOverlapOption = Annotated[
     bool, typer.Option("--drop-overlap", help="Remove records found on both sides from both (else: an error).")
 ]
 # The encoding a language model is scored under; the tokenizer's default is how `labels=input_ids` trains.
-# The encoding a language model is scored under; the tokenizer's default is how `labels=input_ids` trains.
 AddBosOption = Annotated[
     bool | None,
     typer.Option(

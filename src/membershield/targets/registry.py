@@ -11,15 +11,24 @@ from typing import Any
 
 from membershield.errors import ModelLoadError
 from membershield.targets.base import Recipe
+from membershield.targets.hf_classifier import HfClassifierDirectory
 from membershield.targets.http_endpoint import HttpEndpoint
 from membershield.targets.kind import LoadedModel, TargetKind
 from membershield.targets.language_model import LanguageModelDirectory
+from membershield.targets.onnx_file import OnnxFile
 from membershield.targets.recipe_file import RecipeFile
 from membershield.targets.sklearn_file import SklearnFile
 
 # Listed, not registered by import side effects; the first kind that recognises a spec takes it, so the
-# catch-all (any other path is a model file) comes last.
-KINDS: tuple[TargetKind, ...] = (HttpEndpoint(), RecipeFile(), LanguageModelDirectory(), SklearnFile())
+# catch-all (any other path is a model file) comes last and ``hf:DIR`` precedes the plain directory kind.
+KINDS: tuple[TargetKind, ...] = (
+    HttpEndpoint(),
+    RecipeFile(),
+    HfClassifierDirectory(),
+    LanguageModelDirectory(),
+    OnnxFile(),
+    SklearnFile(),
+)
 
 
 def kind_named(name: str) -> TargetKind:
