@@ -216,27 +216,36 @@ def main() -> None:
         scores = np.asarray(attack.infer(x_audit, y_audit, probabilities=True), dtype=np.float64).reshape(-1)
         seconds = time.perf_counter() - clock
         torch.set_num_threads(threads)
-        rows.append(measure("ART", f"ShadowModels({references}) + {kind}", scores, art_member, seconds,
-                            shadow_seconds + seconds))
+        rows.append(
+            measure(
+                "ART", f"ShadowModels({references}) + {kind}", scores, art_member, seconds, shadow_seconds + seconds
+            )
+        )
         print(f"ART {kind}: attack fit + infer {seconds:.1f} s", flush=True)
 
     print()
-    print(f"Scored on all {int(is_member.sum())} members and {int((~is_member).sum())} non-members."
-          " 'attack s': membershield, the attack alone on shared reference outputs; ART, attack-model fit +"
-          " infer. 'end-to-end s': membershield, the whole audit; ART, shadow models + attack model.")
+    print(
+        f"Scored on all {int(is_member.sum())} members and {int((~is_member).sum())} non-members."
+        " 'attack s': membershield, the attack alone on shared reference outputs; ART, attack-model fit +"
+        " infer. 'end-to-end s': membershield, the whole audit; ART, shadow models + attack model."
+    )
     print()
     print(table(rows))
     print()
     ours = [r for r in rows if r.tool == "membershield"]
     theirs = [r for r in rows if r.tool == "ART"]
     fastest_art = min(theirs, key=lambda r: r.total_seconds)
-    print(f"speed: membershield audit {audit_seconds:.1f} s vs fastest ART ({fastest_art.attack})"
-          f" {fastest_art.total_seconds:.1f} s: {fastest_art.total_seconds / audit_seconds:.1f}x faster"
-          " (target >= 10x)")
-    print(f"per reference: {per_reference:.2f} s vs ART's {shadow_seconds / references:.2f} s per shadow model"
-          f" ({shadow_seconds / references / per_reference:.1f}x) and ML Privacy Meter's ~"
-          f"{ML_PRIVACY_METER_SECONDS_PER_REFERENCE:.0f} s"
-          f" ({ML_PRIVACY_METER_SECONDS_PER_REFERENCE / per_reference:.1f}x; target >= 5x)")
+    print(
+        f"speed: membershield audit {audit_seconds:.1f} s vs fastest ART ({fastest_art.attack})"
+        f" {fastest_art.total_seconds:.1f} s: {fastest_art.total_seconds / audit_seconds:.1f}x faster"
+        " (target >= 10x)"
+    )
+    print(
+        f"per reference: {per_reference:.2f} s vs ART's {shadow_seconds / references:.2f} s per shadow model"
+        f" ({shadow_seconds / references / per_reference:.1f}x) and ML Privacy Meter's ~"
+        f"{ML_PRIVACY_METER_SECONDS_PER_REFERENCE:.0f} s"
+        f" ({ML_PRIVACY_METER_SECONDS_PER_REFERENCE / per_reference:.1f}x; target >= 5x)"
+    )
     for fpr_index, label in ((0, "0.1%"), (1, "1%")):
         best_ours = max(ours, key=lambda r: r.rates[fpr_index].tpr or 0.0)
         best_art = max(theirs, key=lambda r: r.rates[fpr_index].tpr or 0.0)
@@ -245,11 +254,15 @@ def main() -> None:
             print(f"TPR @ {label} FPR: not measurable on this many non-members")
             continue
         ratio = "undefined (ART's is 0)" if b.tpr == 0 else f"{a.tpr / b.tpr:.1f}x"
-        print(f"TPR @ {label} FPR: membershield {best_ours.attack} {fmt_rate(a)} vs ART {best_art.attack}"
-              f" {fmt_rate(b)}: {ratio}" + (" (target >= 30x)" if fpr_index == 0 else ""))
+        print(
+            f"TPR @ {label} FPR: membershield {best_ours.attack} {fmt_rate(a)} vs ART {best_art.attack}"
+            f" {fmt_rate(b)}: {ratio}" + (" (target >= 30x)" if fpr_index == 0 else "")
+        )
     print()
-    print(f"total benchmark wall time {time.perf_counter() - start_all:.1f} s ({date.today().isoformat()});"
-          f" load average {load()} at the end")
+    print(
+        f"total benchmark wall time {time.perf_counter() - start_all:.1f} s ({date.today().isoformat()});"
+        f" load average {load()} at the end"
+    )
 
 
 if __name__ == "__main__":

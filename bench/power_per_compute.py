@@ -51,8 +51,11 @@ def purchase_data(folder: Path, seed: int) -> tuple[str, str, str]:
     """Write members / non-members / population parquet files; return (model spec, label column, extension)."""
     n_members, n_population = 5000, 10000
     X, y = purchase_task.purchase_like(2 * n_members + n_population, seed=seed)
-    bounds = {"members": (0, n_members), "nonmembers": (n_members, 2 * n_members),
-              "population": (2 * n_members, len(y))}
+    bounds = {
+        "members": (0, n_members),
+        "nonmembers": (n_members, 2 * n_members),
+        "population": (2 * n_members, len(y)),
+    }
     folder.mkdir(parents=True, exist_ok=True)
     for name, (lo, hi) in bounds.items():
         purchase_task.write_parquet(folder / f"{name}.parquet", X[lo:hi], y[lo:hi])
@@ -77,16 +80,27 @@ def main() -> None:
         make_demo_data(str(data))
         model, label, ext = str(data / "model.joblib"), "digit", "csv"
     config = AuditConfig(
-        model=model, train=str(data / f"members.{ext}"), holdout=str(data / f"nonmembers.{ext}"),
-        population=str(data / f"population.{ext}"), label_column=label, attacks=ATTACKS, references=total,
-        seed=args.seed, out=str(work / f"out-{total}"), cache=str(work / "cache"), split_check=False,
+        model=model,
+        train=str(data / f"members.{ext}"),
+        holdout=str(data / f"nonmembers.{ext}"),
+        population=str(data / f"population.{ext}"),
+        label_column=label,
+        attacks=ATTACKS,
+        references=total,
+        seed=args.seed,
+        out=str(work / f"out-{total}"),
+        cache=str(work / "cache"),
+        split_check=False,
     )
     clock = time.perf_counter()
     run = run_audit(config)
-    print(f"task {args.task}, seed {args.seed}: audit with {total} references in {time.perf_counter() - clock:.0f} s"
-          f" (trained {run.result.references['trained']}, from cache {run.result.references['loaded_from_cache']});"
-          f" target train accuracy {run.result.utility['train_accuracy']:.3f},"
-          f" holdout {run.result.utility['holdout_accuracy']:.3f}", flush=True)
+    print(
+        f"task {args.task}, seed {args.seed}: audit with {total} references in {time.perf_counter() - clock:.0f} s"
+        f" (trained {run.result.references['trained']}, from cache {run.result.references['loaded_from_cache']});"
+        f" target train accuracy {run.result.utility['train_accuracy']:.3f},"
+        f" holdout {run.result.utility['holdout_accuracy']:.3f}",
+        flush=True,
+    )
 
     # The same models again, from the cache, to attack in groups.
     prepared = prepare_audit(config)
@@ -99,8 +113,10 @@ def main() -> None:
     references = train_or_load(*common, prepared.jobs, prepared.data_fingerprint, cache)[0]
     n_audit, is_member = prepared.n_audit, prepared.pool.is_member
     n_nonmembers = int((~is_member).sum())
-    print(f"TPR at 1% FPR on {int(is_member.sum())} members / {n_nonmembers} non-members: mean over groups"
-          " [smallest, largest], mean AUC")
+    print(
+        f"TPR at 1% FPR on {int(is_member.sum())} members / {n_nonmembers} non-members: mean over groups"
+        " [smallest, largest], mean AUC"
+    )
     mean_tpr: dict[tuple[int, str], float] = {}
     for k in counts:
         groups = [np.arange(g * k, (g + 1) * k) for g in range(min(total // k, args.max_groups))]
@@ -109,20 +125,26 @@ def main() -> None:
                 continue
             tprs, aucs = [], []
             for group in groups:
-                inputs = AttackInputs(prepared.labels, target, references[group], prepared.keep[group], n_audit,
-                                      config.seed)
+                inputs = AttackInputs(
+                    prepared.labels, target, references[group], prepared.keep[group], n_audit, config.seed
+                )
                 scores = np.asarray(create_attack(name).score(inputs))[:n_audit]
                 tprs.append(metrics.tpr_at_fpr(scores, is_member, 0.01).tpr)
                 aucs.append(metrics.auc(scores, is_member))
             mean_tpr[(k, name)] = float(np.mean(tprs))
-            print(f"K={k:3d} {name:13s} TPR@1%FPR {100 * np.mean(tprs):5.1f}% [{100 * min(tprs):.1f},"
-                  f" {100 * max(tprs):.1f}] over {len(groups)} group(s)  AUC {np.mean(aucs):.3f}", flush=True)
+            print(
+                f"K={k:3d} {name:13s} TPR@1%FPR {100 * np.mean(tprs):5.1f}% [{100 * min(tprs):.1f},"
+                f" {100 * max(tprs):.1f}] over {len(groups)} group(s)  AUC {np.mean(aucs):.3f}",
+                flush=True,
+            )
     if (total, "lira") in mean_tpr:
         for name in ("rmia", "rmia-offline"):
             if (2, name) in mean_tpr:
                 ratio = mean_tpr[(2, name)] / mean_tpr[(total, "lira")]
-                print(f"{name} with 2 references reaches {100 * ratio:.0f}% of LiRA-online-{total}'s TPR at 1% FPR"
-                      " (target >= 80%)")
+                print(
+                    f"{name} with 2 references reaches {100 * ratio:.0f}% of LiRA-online-{total}'s TPR at 1% FPR"
+                    " (target >= 80%)"
+                )
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ def test_guard_over_http_gives_the_files_numbers_and_hardening_lowers_them(
         assert [r["tp"] for r in there["tpr_at_fpr"]] == [r["tp"] for r in attack["tpr_at_fpr"]], name
     written = "".join(p.read_text() for p in (tmp_path / "http").iterdir() if p.suffix in (".json", ".html", ".md"))
     assert key not in written and "${MS_AUDIT_KEY}" in (tmp_path / "http" / "audit.json").read_text()
+    report = (tmp_path / "http" / "report.html").read_text()
+    assert "black-box attacker of a deployed endpoint" in report and "every class&#39;s probability" in report
 
     key, server = _guard(tmp_path / "clip", digits_audit.overfit_model, {"clip_top1": 0.9, "round_decimals": 1})
     (tmp_path / "clip").mkdir(exist_ok=True)

@@ -24,6 +24,10 @@ CLASSES_KEY = "__classes__"
 ProgressCallback = Callable[[str, int, int], None]
 
 
+class RequestRefusedError(EndpointError):
+    """The endpoint answered 400 or 422: it will not take this request as it is."""
+
+
 @dataclass
 class QueryPolicy:
     batch_size: int = 64
@@ -48,6 +52,7 @@ class EndpointClient:
     classes: list[Any] | None = None  # as the answers name them, when they do
     _client: httpx.Client | None = field(default=None, repr=False)
     _started: float | None = field(default=None, repr=False)
+    _plain: bool = field(default=False, repr=False)  # the server refused the format's optional asks once
 
     def uncached(self, records: pd.DataFrame) -> int:
         """How many distinct records of ``records`` would be sent (the others are cached)."""
@@ -92,7 +97,14 @@ class EndpointClient:
     def _ask(self, batch: pd.DataFrame) -> Answer:
         self._pace(len(batch))
         body = self.api_format.request(batch)
-        response = self._post(body)
+        plain = self.api_format.plain(body)
+        try:
+            response = self._post(plain if self._plain and plain is not None else body)
+        except RequestRefusedError:
+            if plain is None or self._plain:
+                raise
+            self._plain = True  # once refused, every later batch goes plain: no doubled requests
+            response = self._post(plain)
         try:
             payload = response.json()
         except ValueError as exc:
@@ -184,4 +196,5 @@ def _checked(response: httpx.Response, url: str, api_format: ApiFormat) -> httpx
         hint = "the server kept failing after every retry: try later or lower --queries-per-second"
     else:
         hint = "see the server's log"
-    raise EndpointError(f"{url} answered {status}: {detail} ({hint})")
+    error = RequestRefusedError if status in (400, 422) else EndpointError
+    raise error(f"{url} answered {status}: {detail} ({hint})")

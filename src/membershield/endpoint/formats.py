@@ -5,9 +5,10 @@ answer is read back into labels and/or class probabilities.
   ``{"predictions": [{"label": ..., "probabilities": [...]}], "classes": [...]}``.
 - ``mlflow``: an MLflow scoring server's ``POST /invocations`` with ``{"dataframe_split": ...}``, answered
   with ``{"predictions": [...]}`` of labels, of probability rows, or of named probability columns.
-- ``kserve-v2``: the Open Inference Protocol's ``POST /v2/models/NAME/infer``, answered with
-  ``{"outputs": [{"name", "shape", "datatype", "data"}]}``; a tensor of shape ``(n, C)`` is read as
-  probabilities, one of shape ``(n,)`` or ``(n, 1)`` as labels.
+- ``kserve-v2``: the Open Inference Protocol's ``POST /v2/models/NAME/infer`` with one named input per
+  column and the pandas content type, asking for the ``predict_proba`` output; answered with
+  ``{"outputs": [{"name", "shape", "datatype", "data"}]}``, where a tensor of shape ``(n, C)`` is read as
+  probabilities and one of shape ``(n,)`` or ``(n, 1)`` as labels.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ class ApiFormat:
     def parse(self, body: Any, n: int) -> Answer:
         raise NotImplementedError
 
+    def plain(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """``body`` without what it asks beyond the records, to send instead when a server refuses it;
+        None when it asks nothing more."""
+        return None
+
 
 class MembershieldFormat(ApiFormat):
     name = "membershield"
@@ -132,33 +138,47 @@ class MlflowFormat(ApiFormat):
         return Answer(predictions, None, None)
 
 
+def _tensor_datatype(column: pd.Series) -> str:
+    # MLServer's pandas codec rebuilds each column's dtype from its tensor's datatype: sending every
+    # number as FP64 would give an integer or boolean column to the model as floats
+    if pd.api.types.is_bool_dtype(column):
+        return "BOOL"
+    if pd.api.types.is_integer_dtype(column):
+        return "INT64"
+    return "FP64" if pd.api.types.is_numeric_dtype(column) else "BYTES"
+
+
 class KserveV2Format(ApiFormat):
+    """The Open Inference Protocol (KServe v2, MLServer, Seldon Core 2).
+
+    Records go as a DataFrame (``"content_type": "pd"``, one ``(n, 1)`` input per column, named after it)
+    so that a pipeline fitted on named columns gets them by name, not as an anonymous matrix. The request
+    asks for the ``predict_proba`` output: MLServer's scikit-learn runtime answers only ``predict``
+    labels otherwise, which would under-state what the endpoint gives an attacker. A server that refuses
+    that output (MLServer does, with 400, for a model without ``predict_proba``) is asked again without
+    it (:meth:`plain`), and labels it answers, then or because it ignores ``outputs``, are read as labels.
+    """
+
     name = "kserve-v2"
     default_path = "/v2/models/NAME/infer"
+    probabilities_output: ClassVar[str] = "predict_proba"
 
     def request(self, records: pd.DataFrame) -> dict[str, Any]:
         n = len(records)
-        if all(pd.api.types.is_numeric_dtype(records[c]) for c in records.columns):
-            values = records.to_numpy(dtype=np.float64)
-            return {
-                "inputs": [
-                    {"name": "input-0", "shape": [n, values.shape[1]], "datatype": "FP64", "data": values.tolist()}
-                ]
-            }
-        # mixed columns: one input per column, read back into a DataFrame by the server's pandas codec
+        rows = records_json(records, "split")["data"]
         inputs = []
-        for column in records.columns:
-            numeric = pd.api.types.is_numeric_dtype(records[column])
-            data = records_json(records[[column]], "split")["data"]
-            inputs.append(
-                {
-                    "name": str(column),
-                    "shape": [n, 1],
-                    "datatype": "FP64" if numeric else "BYTES",
-                    "data": [row[0] if numeric else str(row[0]) for row in data],
-                }
-            )
-        return {"parameters": {"content_type": "pd"}, "inputs": inputs}
+        for j, column in enumerate(records.columns):
+            datatype = _tensor_datatype(records[column])
+            values = [row[j] for row in rows]
+            if datatype == "BYTES":  # a missing value stays null: str() would make it the category "None"
+                values = [None if v is None else str(v) for v in values]
+            inputs.append({"name": str(column), "shape": [n, 1], "datatype": datatype, "data": values})
+        outputs = [{"name": self.probabilities_output}]
+        return {"parameters": {"content_type": "pd"}, "inputs": inputs, "outputs": outputs}
+
+    def plain(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        # a model without predict_proba (an SVC, a RidgeClassifier) is refused the output: ask its default
+        return {k: v for k, v in body.items() if k != "outputs"} if "outputs" in body else None
 
     def parse(self, body: Any, n: int) -> Answer:
         outputs = body.get("outputs") if isinstance(body, dict) else None
