@@ -12,6 +12,7 @@ from membershield.guard.cost import WorkCost
 from membershield.guard.detector import ProbingDetector
 from membershield.guard.errors import GuardError
 from membershield.guard.generate import LocalGenerator
+from membershield.guard.leakage_metrics import LeakageCollector, latest_audit
 from membershield.guard.limits import RateLimiter
 from membershield.guard.metrics import GuardMetrics
 from membershield.guard.pii import presidio_analyzer, redact
@@ -33,6 +34,7 @@ class GuardService:
         self.limiter = RateLimiter(config.policy.limits, clock=config.clock)
         self.detector = ProbingDetector(config.policy.detector, clock=config.clock)
         self.metrics = GuardMetrics()
+        self.metrics.registry.register(LeakageCollector(config.model_name, latest_audit(self.store)))
         self.hardener = Hardener(config.policy.output, config.seed)
         self.model_cost = WorkCost()
         self.detector_cost = WorkCost()
