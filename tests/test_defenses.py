@@ -84,6 +84,11 @@ TRAINING_DEFENSES = (
     "dropout:0.3",
     "distillation",
     "adv-reg",
+    "mist",
+    "hamp",
+    "selena",
+    "pruning",
+    "augmentation:kind=mixup",
 )
 
 
@@ -334,6 +339,8 @@ def comparison(digits, tmp_path_factory: pytest.TempPathFactory) -> dict:
             "--references",
             "2",
             "--no-reports",
+            "--recommend",
+            "max_accuracy_drop=0.02",
             "--out",
             str(directory / "out"),
         ],
@@ -396,6 +403,52 @@ def test_each_verdict_says_plainly_whether_lira_tpr_went_down(comparison) -> Non
     audits = [json.loads(p.read_text()) for p in comparison["out"].glob("*/audit.json")]
     hardened = [a for a in audits if (a["target"].get("defense") or {}).get("name") == "output"]
     assert hardened and all(a["target"]["access"] == "black-box" for a in hardened)
+
+
+def test_the_frontier_and_the_recommendation_follow_from_the_numbers(comparison) -> None:
+    doc = comparison["doc"]
+    from membershield.defenses.compare import accuracy_interval
+
+    def point(v: dict) -> tuple:
+        worst = v["worst_attack"]
+        leak = (worst["tpr_ci_low"], worst["tpr_ci_high"]) if worst["measurable"] else (None, None)
+        return accuracy_interval(v["holdout_accuracy"], v["n_nonmembers"]), leak
+
+    def clearly(a: tuple, b: tuple, higher: bool) -> bool:  # a entirely on the good side of b
+        if None in (*a, *b):
+            return False
+        return a[0] > b[1] if higher else a[1] < b[0]
+
+    for v in doc["variants"]:
+        dominators = []
+        for w in doc["variants"]:
+            (acc_w, leak_w), (acc_v, leak_v) = point(w), point(v)
+            better = clearly(acc_w, acc_v, True) or clearly(leak_w, leak_v, False)
+            worse = clearly(acc_v, acc_w, True) or clearly(leak_v, leak_w, False)
+            if w is not v and better and not worse:
+                dominators.append(w["name"])
+        assert v["dominated_by"] == dominators and v["pareto"] == (not dominators), v["name"]
+    assert any(v["pareto"] for v in doc["variants"])
+    advice = doc["frontier"]["recommendation"]
+    base = _variant(doc, "none")["holdout_accuracy"]
+    within = [
+        v
+        for v in doc["variants"]
+        if base - v["holdout_accuracy"] <= 0.02 + 1e-12 and v["worst_attack"]["measurable"]
+    ]
+    assert advice["candidates"] == [v["name"] for v in within]
+    best = min(within, key=lambda v: (v["worst_attack"]["tpr"], v["worst_attack"]["tpr_ci_high"]))
+    assert advice["variant"] == best["name"] and best["name"] in advice["reason"]
+    assert "Recommendation" in (comparison["out"] / "compare.html").read_text()
+
+
+def test_a_bad_recommendation_budget_is_one_line(sklearn_files, tmp_path, monkeypatch, capsys) -> None:
+    from tests.test_cli import assert_one_line_error, run_cli
+
+    pool, model = sklearn_files
+    args = ["compare", "--recipe", str(model), "--data", str(pool), "--label-column", "digit"]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--recommend", "max_drop=2", "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "--recommend takes max_accuracy_drop=VALUE", "max_drop=2")
 
 
 def test_dp_at_epsilon_one_is_audited_below_one_and_near_chance(comparison) -> None:

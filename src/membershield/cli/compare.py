@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -38,6 +38,10 @@ def compare(
     ] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: start a local one).")] = None,
     n_jobs: Annotated[int | None, typer.Option(help="Parallel workers for the processes and ray backends.")] = None,
+    recommend: Annotated[
+        str | None,
+        typer.Option(help="Name the least leaky variant within an accuracy budget, e.g. max_accuracy_drop=0.02."),
+    ] = None,
 ) -> None:
     """Train the recipe with each defense, audit every variant the same way, compare privacy and utility."""
     from membershield.defenses.compare import CompareOptions, run_compare
@@ -56,6 +60,7 @@ def compare(
         backend=backend,
         n_jobs=n_jobs,
         ray_address=ray_address,
+        recommend=recommend,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=errors, transient=True) as progress:
@@ -65,11 +70,17 @@ def compare(
             progress.update(variants, completed=i, total=n, description=f"variant {name}")
 
         run = run_compare(options, progress=RichProgress(progress), on_variant=on_variant)
+    _print_comparison(run)
+
+
+def _print_comparison(run: Any) -> None:
+    """The comparison table, the recommendation, the notes and what was written."""
     document = run.document
     attack = document["headline"]["attack"]
     table = Table(title=f"Defenses compared ({attack} at 1% FPR is the headline)", title_justify="left")
     for column in ("defense", "holdout acc.", f"{attack} AUC", f"{attack} TPR @ 1% FPR", "ε (accountant)", "ε ≥"):
         table.add_column(column, justify="left" if column == "defense" else "right", no_wrap=column == "defense")
+    table.add_column("Pareto")
     table.add_column("verdict")
     for variant in document["variants"]:
         found = next(a for a in variant["attacks"] if a["name"] == attack)
@@ -85,9 +96,13 @@ def compare(
             shown,
             f"{variant['epsilon']:.2f}" if variant.get("epsilon") is not None else "—",
             f"{bound:.2f}" if bound is not None else "n/a",
+            "yes" if variant["pareto"] else "no",
             variant["verdict"],
         )
     console.print(table)
+    advice = document["frontier"].get("recommendation")
+    if advice is not None:
+        console.print(f"recommended: {advice['reason']}", markup=False, highlight=False)
     for note in document["notes"]:
         console.print(f"note: {note}", markup=False, highlight=False)
     written = f"{run.out / 'compare.json'}, {run.out / 'compare.html'}"

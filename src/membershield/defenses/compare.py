@@ -33,6 +33,7 @@ from membershield.audit import ProgressCallback, run_audit
 from membershield.config import AuditConfig
 from membershield.data.io import load_table
 from membershield.data.pool import Tables
+from membershield.defenses.frontier import pareto, parse_budget, point_of, recommend
 from membershield.defenses.registry import Defense, OutputDefense, parse_defense_list, slug
 from membershield.defenses.training import DefendedRecipe, HardenedRecipe, NoDefense, TrainingDefense
 from membershield.errors import ConfigError, InputDataError, MembershieldError, ModelLoadError
@@ -66,6 +67,7 @@ class CompareOptions:
     backend: str = "local"  # where the models train: local, processes or ray (training.backends)
     n_jobs: int | None = None
     ray_address: str | None = None
+    recommend: str | None = None  # an accuracy budget, "max_accuracy_drop=0.02" (defenses.frontier)
 
 
 @dataclass
@@ -418,6 +420,28 @@ def _judge_against_baseline(
     return baseline, headline_attack
 
 
+def _mark_frontier(
+    entries: list[dict[str, Any]], baseline: dict[str, Any], budget: dict[str, float] | None
+) -> dict[str, Any]:
+    """Mark each entry ``pareto`` (with who ``dominated_by`` it) and add the recommendation when asked."""
+    points = [point_of(e, accuracy_interval(e["holdout_accuracy"], e["n_nonmembers"])) for e in entries]
+    dominated = pareto(points)
+    for entry, point in zip(entries, points, strict=True):
+        entry["pareto"] = not dominated[point.name]
+        entry["dominated_by"] = dominated[point.name]
+        entry["holdout_accuracy_ci"] = [point.accuracy_low, point.accuracy_high]
+    frontier: dict[str, Any] = {
+        "accuracy": "holdout accuracy, 95% Clopper-Pearson interval",
+        "leakage": f"TPR at {HEADLINE_FPR:g} FPR of each variant's strongest attack, with its 95% interval",
+        "rule": "dominated only when another variant is not clearly worse on either axis and clearly better on"
+        " one (non-overlapping intervals)",
+        "pareto": [p.name for p in points if not dominated[p.name]],
+    }
+    if budget is not None:
+        frontier["recommendation"] = recommend(points, baseline["name"], budget)
+    return frontier
+
+
 def run_compare(
     options: CompareOptions,
     progress: ProgressCallback | None = None,
@@ -428,6 +452,7 @@ def run_compare(
     if options.backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{options.backend}': choose one of {', '.join(BACKENDS)}")
     attacks = parse_attack_list(options.attacks)
+    budget = parse_budget(options.recommend) if options.recommend is not None else None
     loaded = load_model(options.recipe)
     variants, notes = build_variants(options, loaded)
     attacks = _with_output_defense_attacks(attacks, variants, notes)
@@ -438,6 +463,7 @@ def run_compare(
         options, loaded, variants, attacks, (members, holdout, tables), progress, on_variant
     )
     baseline, headline_attack = _judge_against_baseline(entries, headline_attack, notes)
+    frontier = _mark_frontier(entries, baseline, budget)
     document = {
         "schema_version": SCHEMA_VERSION,
         "recipe": {"spec": options.recipe, "kind": loaded.kind, "sha256": loaded.sha256},
@@ -450,6 +476,7 @@ def run_compare(
         "split_check": split_check,
         "notes": notes,
         "variants": entries,
+        "frontier": frontier,
         "environment": environment_stamp(),
     }
     write_compare(document, out)

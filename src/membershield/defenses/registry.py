@@ -19,13 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from membershield.defenses.adversarial import AdversarialRegularisation
+from membershield.defenses.augmentation import KINDS as AUGMENTATION_KINDS
+from membershield.defenses.augmentation import Augmentation
 from membershield.defenses.distillation import Distillation
 from membershield.defenses.dp import DPSGD
+from membershield.defenses.hamp import Hamp
 from membershield.defenses.memguard import CITATION as MEMGUARD_CITATION
 from membershield.defenses.memguard import DEFAULT_BUDGET, MAX_BUDGET, MemGuardSettings
+from membershield.defenses.mist import Mist
 from membershield.defenses.output import OutputPolicy
+from membershield.defenses.pruning import Pruning
 from membershield.defenses.regularisation import ConfidencePenalty, Dropout, EarlyStopping, LabelSmoothing, WeightDecay
 from membershield.defenses.relaxloss import RelaxLoss
+from membershield.defenses.selena import Selena
 from membershield.defenses.training import NoDefense, TrainingDefense, format_value
 from membershield.errors import ConfigError
 
@@ -89,6 +95,8 @@ class MemGuardDefense(OutputDefense):
 Defense = TrainingDefense | OutputDefense
 
 _positive = Param(float, lambda v: v > 0, "greater than 0")
+_non_negative = Param(float, lambda v: v >= 0, "0 or more")
+_two_or_more = Param(int, lambda v: v >= 2, "2 or more")
 _fraction = Param(float, lambda v: 0 < v < 1, "strictly between 0 and 1")
 
 DEFENSES: dict[str, DefenseType] = {
@@ -165,6 +173,51 @@ DEFENSES: dict[str, DefenseType] = {
             {"weight": Param(float, lambda v: v >= 0, "0 or more"), "reference_fraction": _fraction},
             "weight",
             "adversarial regularisation (Nasr et al. 2018): train against a membership attack trained alongside",
+        ),
+        DefenseType(
+            "mist",
+            Mist,
+            {"submodels": _two_or_more, "weight": _non_negative},
+            "submodels",
+            "MIST (Li et al. 2024): copies on shares of the rows, averaged; none learns a record past what a"
+            " copy without it predicts",
+        ),
+        DefenseType(
+            "hamp",
+            Hamp,
+            {"entropy": Param(float, lambda v: 0 <= v < 1, "in [0, 1)"), "alpha": _non_negative},
+            "entropy",
+            "HAMP (Chen & Pattabiraman 2024): high-entropy soft labels, and answers with a random input's"
+            " confidences in the query's class order",
+        ),
+        DefenseType(
+            "selena",
+            Selena,
+            {"models": _two_or_more, "excluded": Param(int, lambda v: v >= 1, "1 or more")},
+            "models",
+            "SELENA (Tang et al. 2022): sub-models each without part of the rows; the released model distils"
+            " their predictions on the rows they never saw",
+        ),
+        DefenseType(
+            "pruning",
+            Pruning,
+            {
+                "sparsity": Param(float, lambda v: 0 < v < 1, "in (0, 1)"),
+                "rounds": Param(int, lambda v: v >= 1, "1 or more"),
+                "finetune_epochs": Param(int, lambda v: v >= 1, "1 or more"),
+            },
+            "sparsity",
+            "iterative magnitude pruning with fine-tuning (Wang et al. 2021)",
+        ),
+        DefenseType(
+            "augmentation",
+            Augmentation,
+            {
+                "kind": Param(str, lambda v: v in AUGMENTATION_KINDS, " or ".join(AUGMENTATION_KINDS)),
+                "strength": _positive,
+            },
+            "kind",
+            "data augmentation of every minibatch: Gaussian noise or mixup (Zhang et al. 2018)",
         ),
         DefenseType(
             "memguard",

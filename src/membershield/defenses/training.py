@@ -39,6 +39,9 @@ LOOP_VERSION = "plain-loop-v1"  # part of every defended recipe's identity: a ch
 
 Objective = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 """``objective(logits, labels, epoch)``: the scalar loss of one minibatch."""
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``augment(inputs, labels) -> (inputs, targets)``: one minibatch as the model sees it; targets may be class
+indices or class probabilities, which cross-entropy takes alike."""
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -78,6 +81,7 @@ def train_plain(
     *,
     weight_decay: float | None = None,
     after_epoch: Callable[[int, nn.Module], bool] | None = None,
+    augment: Augment | None = None,
 ) -> nn.Module:
     """Train ``model`` in place as the spec declares, minimising ``objective``; return it in eval mode.
 
@@ -92,8 +96,11 @@ def train_plain(
     model.train()
     for epoch in range(spec.epochs):
         for batch in minibatches(len(labels), spec.batch_size, generator):
+            inputs, targets = features[batch], labels[batch]
+            if augment is not None:
+                inputs, targets = augment(inputs, targets)
             optimiser.zero_grad()
-            objective(model(features[batch]), labels[batch], epoch).backward()
+            objective(model(inputs), targets, epoch).backward()
             optimiser.step()
         if after_epoch is not None:
             stop = after_epoch(epoch, model)

@@ -119,7 +119,8 @@ first must be at least the second.</p>
 <th class="num">ε ≥ (attacks)</th><th class="num">training time</th></tr></thead>
 <tbody>
 {% for row in rows %}<tr>
-<td class="name"><b>{{ row.name }}</b>{% if row.citation %}<span class="ci">{{ row.citation }}</span>{% endif %}</td>
+<td class="name"><b>{{ row.name }}</b>{% if row.citation %}<span class="ci">{{ row.citation }}</span>{% endif %}
+{%- if row.frontier %}<span class="ci">{{ row.frontier }}</span>{% endif %}</td>
 <td class="num">{{ row.accuracy }}<span class="ci">{{ row.accuracy_ci }}</span></td>
 <td class="num">{{ row.train_accuracy }}</td>
 <td class="num">{{ row.auc }}<span class="ci">{{ row.auc_ci }}</span></td>
@@ -131,6 +132,11 @@ first must be at least the second.</p>
 </tr>
 <tr class="verdict"><td colspan="9" class="{{ row.verdict_class }}">{{ row.verdict }}</td></tr>{% endfor %}
 </tbody></table></div>
+{% if frontier_rule %}<p class="note">Pareto-optimal: no other variant is clearly better on accuracy or on the
+strongest attack's TPR at {{ headline_fpr }} FPR without being clearly worse on the other
+({{ frontier_rule }}).</p>{% endif %}
+{% if recommendation %}<p class="note"><b>Recommendation</b> ({{ recommendation_budget }}):
+{{ recommendation }}</p>{% endif %}
 </section>
 <section><h2>Privacy against utility</h2>
 <p class="note">Up and to the right is a model that is accurate but leaks; a good defense moves a point down
@@ -199,7 +205,16 @@ def _variant_row(variant: dict[str, Any], h: dict[str, Any], accuracy_ci: tuple[
         "verdict": variant.get("verdict", ""),
         "verdict_class": _verdict_class(lowered, protects, variant.get("clearly_lowers_lira_tpr")),
         "audit": variant["audit"],
+        "frontier": _frontier_label(variant),
     }
+
+
+def _frontier_label(variant: dict[str, Any]) -> str:
+    if "pareto" not in variant:  # written before the frontier was computed
+        return ""
+    if variant["pareto"]:
+        return "Pareto-optimal"
+    return "dominated by " + ", ".join(variant.get("dominated_by", []))
 
 
 def _variant_point(
@@ -239,6 +254,8 @@ def render_compare_html(document: dict[str, Any]) -> str:
         (a["epsilon_detail"].get("delta") for v in document["variants"] for a in v["attacks"] if a["epsilon_detail"]),
         1e-5,
     )
+    frontier = document.get("frontier") or {}  # compare.json files written before the frontier have none
+    recommendation = frontier.get("recommendation") or {}
     environment = Environment(autoescape=select_autoescape(default_for_string=True), undefined=StrictUndefined)
     return environment.from_string(_TEMPLATE).render(
         recipe=document["recipe"]["spec"],
@@ -254,6 +271,9 @@ def render_compare_html(document: dict[str, Any]) -> str:
         headline_fpr=f"{100 * fpr:g}%",
         delta=f"{delta:g}",
         rows=rows,
+        frontier_rule=frontier.get("rule", ""),
+        recommendation=recommendation.get("reason", ""),
+        recommendation_budget=", ".join(f"{k}={v:g}" for k, v in (recommendation.get("budget") or {}).items()),
         tpr_plot=_scatter(
             points, "tpr", f"{headline_attack} TPR at {100 * fpr:g}% FPR (leakage) ↑", fpr, "chance (TPR = FPR)"
         ),
