@@ -432,9 +432,7 @@ def test_the_frontier_and_the_recommendation_follow_from_the_numbers(comparison)
     advice = doc["frontier"]["recommendation"]
     base = _variant(doc, "none")["holdout_accuracy"]
     within = [
-        v
-        for v in doc["variants"]
-        if base - v["holdout_accuracy"] <= 0.02 + 1e-12 and v["worst_attack"]["measurable"]
+        v for v in doc["variants"] if base - v["holdout_accuracy"] <= 0.02 + 1e-12 and v["worst_attack"]["measurable"]
     ]
     assert advice["candidates"] == [v["name"] for v in within]
     best = min(within, key=lambda v: (v["worst_attack"]["tpr"], v["worst_attack"]["tpr_ci_high"]))
