@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from membershield.cli import audit, compare, guard, history, text
+from membershield.cli import audit, compare, guard, history, monitor, text
 from membershield.cli.common import errors
 from membershield.errors import MembershieldError
 
@@ -33,6 +33,7 @@ app.add_typer(text.canaries_app, name="canaries")
 app.command("extract")(text.extract)
 app.command()(compare.compare)
 app.command()(guard.guard)
+app.command()(monitor.monitor)
 app.add_typer(guard.keys_app, name="keys")
 
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
