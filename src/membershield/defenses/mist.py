@@ -32,7 +32,7 @@ from membershield.training.vectorised import VectorisedSpec
 def cross_difference(own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """Mean amount by which ``own`` per-record losses fall below ``other``'s (a model without the records).
 
-    >>> float(cross_difference(torch.tensor([0.1, 2.0]), torch.tensor([0.5, 1.0])))
+    >>> round(float(cross_difference(torch.tensor([0.1, 2.0]), torch.tensor([0.5, 1.0]))), 6)
     0.2
     """
     return torch.relu(other.detach() - own).mean()
