@@ -48,6 +48,7 @@ def test_processes_backend_matches_local(digits_audit, tmp_path, local_run) -> N
     _assert_same_scores(local_run, run)
 
 
+@pytest.mark.slow
 def test_processes_backend_runs_a_torch_recipe_from_a_file(digits_audit, tmp_path) -> None:
     # The recipe is imported from a file under a private module name; workers must re-import it.
     # Sequential locally too: the comparison is between processes, not between trainers.
@@ -74,6 +75,7 @@ def test_processes_backend_runs_a_torch_recipe_from_a_file(digits_audit, tmp_pat
     assert abs(local.result.attack("rmia").auc - parallel.result.attack("rmia").auc) < 2e-3
 
 
+@pytest.mark.slow
 def test_ray_backend_matches_local(digits_audit, tmp_path, local_run) -> None:
     if importlib.util.find_spec("ray") is None:
         if os.environ.get("CI") == "true":
@@ -164,6 +166,7 @@ def test_unwritable_cache_directory(digits_audit, tmp_path, monkeypatch, capsys)
     assert_one_line_error(code, err, "not writable", "--cache")
 
 
+@pytest.mark.slow
 def test_vectorised_trainer_matches_sequential_recipe_training(digits_audit, tmp_path) -> None:
     # examples/torch_mlp.py declares vectorised_spec(): the local backend trains its references together.
     common = dict(model=f"{RECIPE}:recipe", references=4, attacks=["lira", "rmia"])

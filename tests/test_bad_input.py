@@ -258,6 +258,7 @@ def _audit_command(d, out: Path, store: Path, cache: Path, references: int) -> l
     return [sys.executable, "-m", "membershield", *options]
 
 
+@pytest.mark.slow
 def test_two_audits_writing_one_store_at_once_lose_no_row(digits_audit, tmp_path):
     store = tmp_path / "shared.db"
     commands = [_audit_command(digits_audit, tmp_path / f"out{i}", store, tmp_path / f"c{i}", 2) for i in range(2)]
@@ -269,6 +270,7 @@ def test_two_audits_writing_one_store_at_once_lose_no_row(digits_audit, tmp_path
         assert len(opened.history()) == 2
 
 
+@pytest.mark.slow
 def test_kill_9_during_reference_training_then_the_same_command_retrains_nothing_finished(digits_audit, tmp_path):
     cache = tmp_path / "cache"
     command = _audit_command(digits_audit, tmp_path / "out", tmp_path / "h.db", cache, 24)

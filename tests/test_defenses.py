@@ -363,6 +363,7 @@ def _attack(variant: dict, name: str) -> dict:
     return next(a for a in variant["attacks"] if a["name"] == name)
 
 
+@pytest.mark.slow
 def test_compare_writes_every_variant_with_its_audit_and_utility(comparison) -> None:
     doc, out = comparison["doc"], comparison["out"]
     names = [v["name"] for v in doc["variants"]]
@@ -385,6 +386,7 @@ def test_compare_writes_every_variant_with_its_audit_and_utility(comparison) -> 
         assert {"lira", "loss", "confidence", "label-only-gap", "label-only-noise"} <= names
 
 
+@pytest.mark.slow
 def test_each_verdict_says_plainly_whether_lira_tpr_went_down(comparison) -> None:
     doc = comparison["doc"]
     baseline = _variant(doc, "none")
@@ -405,6 +407,7 @@ def test_each_verdict_says_plainly_whether_lira_tpr_went_down(comparison) -> Non
     assert hardened and all(a["target"]["access"] == "black-box" for a in hardened)
 
 
+@pytest.mark.slow
 def test_the_frontier_and_the_recommendation_follow_from_the_numbers(comparison) -> None:
     doc = comparison["doc"]
     from membershield.defenses.compare import accuracy_interval
@@ -449,6 +452,7 @@ def test_a_bad_recommendation_budget_is_one_line(sklearn_files, tmp_path, monkey
     assert_one_line_error(code, err, "--recommend takes max_accuracy_drop=VALUE", "max_drop=2")
 
 
+@pytest.mark.slow
 def test_dp_at_epsilon_one_is_audited_below_one_and_near_chance(comparison) -> None:
     doc, out = comparison["doc"], comparison["out"]
     dp, none = _variant(doc, "dp:epsilon=1"), _variant(doc, "none")

@@ -44,6 +44,7 @@ def _by_name(document: dict) -> dict:
     return {a["name"]: a for a in document["attacks"]}
 
 
+@pytest.mark.slow
 def test_guard_over_http_gives_the_files_numbers_and_hardening_lowers_them(
     digits_audit, tmp_path, monkeypatch, capsys
 ) -> None:
@@ -81,6 +82,7 @@ def test_guard_over_http_gives_the_files_numbers_and_hardening_lowers_them(
     assert _by_name(clipped)["lira"]["auc"] < _by_name(remote)["lira"]["auc"] - 0.05
 
 
+@pytest.mark.slow
 def test_a_label_only_guard_runs_exactly_the_label_only_attacks(digits_audit, tmp_path, monkeypatch, capsys) -> None:
     key, server = _guard(tmp_path, digits_audit.overfit_model, {"label_only": True})
     with server as url:

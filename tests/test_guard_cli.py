@@ -113,6 +113,7 @@ def test_guard_announces_the_port_it_listens_on(tmp_path, monkeypatch, capsys, n
     assert sockets[0].fileno() == -1  # closed once the server returned
 
 
+@pytest.mark.slow
 def test_guard_command_serves_until_stopped(tmp_path):
     X, y = load_iris(return_X_y=True, as_frame=True)
     model = tmp_path / "iris.joblib"

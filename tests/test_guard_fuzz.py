@@ -72,6 +72,7 @@ def fuzzed_guard(kind: str, tmp_path):
         yield url, {"Authorization": f"Bearer {admin}"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_schemathesis_with_every_check_and_phase_finds_nothing(tmp_path, kind):
     with fuzzed_guard(kind, tmp_path) as (url, headers):

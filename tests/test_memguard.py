@@ -210,6 +210,7 @@ def test_compare_reports_memguard_as_output_only_and_label_only_attacks_unchange
     assert "NOT protection" in guarded["verdict"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["processes", "ray"])
 def test_compare_on_a_parallel_backend_gives_the_local_numbers(compare_inputs, local_compare, backend) -> None:
     if backend == "ray" and importlib.util.find_spec("ray") is None:

@@ -80,6 +80,7 @@ class PermutedLabels:
         return "null-permuted-labels:" + self.base.identity()
 
 
+@pytest.mark.slow
 def test_leaky_pipeline_is_caught_at_one_in_a_thousand_with_clustered_intervals(pool, tmp_path) -> None:
     config = _config(pool, tmp_path)
     run = run_recipe_audit(config, reports=("html", "md"), resamples=RESAMPLES)
@@ -123,6 +124,7 @@ def test_leaky_pipeline_is_caught_at_one_in_a_thousand_with_clustered_intervals(
     np.testing.assert_array_equal(rerun.scores["lira"].to_numpy(), scores)
 
 
+@pytest.mark.slow
 def test_null_pipeline_is_at_chance_with_intervals_that_contain_it(pool, tmp_path) -> None:
     frame = pd.read_csv(pool["data"])
     base = recipe_from(str(pool["recipe"]))
