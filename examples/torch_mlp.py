@@ -8,6 +8,10 @@ The defaults deliberately train to near-zero training loss with no regularisatio
 memorises, which is what an audit should catch. Change ``EPOCHS``, ``WEIGHT_DECAY`` or ``HIDDEN`` to audit
 your own training settings.
 
+The recipe keeps copies of the model's weights after the epochs in ``CHECKPOINT_EPOCHS`` on
+``model.checkpoints`` (oldest first), which the white-box ``loss-trajectory`` attack reads; a recipe that
+keeps none still trains and audits as before, without that attack.
+
 ``vectorised_spec`` declares the same pipeline (the untrained model from ``build``, then Adam on shuffled
 minibatches with the settings below) so that membershield can train many reference models at once; see
 ``membershield.training.vectorised``. ``recipe`` and the spec share ``build`` and the constants, so the
@@ -25,6 +29,8 @@ EPOCHS = 60
 BATCH_SIZE = 64
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 0.0
+# Early epochs are where members' and non-members' losses part (Liu et al., CCS 2022): kept densely there.
+CHECKPOINT_EPOCHS = (1, 2, 4, 8, 16, 32)
 
 
 class Standardize(nn.Module):
@@ -66,13 +72,18 @@ def recipe(X: np.ndarray, y: np.ndarray, *, n_classes: int, seed: int) -> nn.Mod
     labels = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    for _ in range(EPOCHS):
+    checkpoints = []
+    for epoch in range(1, EPOCHS + 1):
         order = torch.randperm(len(labels), generator=generator)
         for start in range(0, len(labels), BATCH_SIZE):
             batch = order[start : start + BATCH_SIZE]
             optimiser.zero_grad()
             loss_fn(model(features[batch]), labels[batch]).backward()
             optimiser.step()
+        if epoch in CHECKPOINT_EPOCHS:
+            # copies: a bare state_dict() shares the live tensors, which later steps overwrite
+            checkpoints.append({name: t.detach().clone() for name, t in model.state_dict().items()})
+    model.checkpoints = checkpoints
     return model.eval()
 
 

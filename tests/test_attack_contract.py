@@ -10,13 +10,17 @@ import pytest
 from membershield import metrics
 from membershield.attacks import REGISTRY, AttackInputs, create_attack, parse_attack_list
 from membershield.errors import ConfigError
+from membershield.signals import cross_entropy_loss
 from membershield.training import membership_plan
 
 N_AUDIT, N_POPULATION, N_CLASSES, N_REFERENCES = 800, 400, 5, 8
 
 
 def synthetic_inputs(leaky: bool, seed: int = 0) -> tuple[AttackInputs, np.ndarray]:
-    """Per-record difficulty varies; a model that trained on a record adds ``boost`` to its true-class logit."""
+    """Per-record difficulty varies; a model that trained on a record adds ``boost`` to its true-class logit.
+
+    A record's features are what makes it hard or easy (its difficulty and the logits any model starts
+    from), so an attack that learns difficulty from the records has something to learn."""
     rng = np.random.default_rng(seed)
     n = N_AUDIT + N_POPULATION
     labels = rng.integers(0, N_CLASSES, n)
@@ -35,21 +39,70 @@ def synthetic_inputs(leaky: bool, seed: int = 0) -> tuple[AttackInputs, np.ndarr
     keep = membership_plan(n, N_REFERENCES, 0.5, seed)
     references = np.stack([model_logits(keep[k]) for k in range(N_REFERENCES)])
     target = model_logits(target_in)
-    inputs = AttackInputs(labels, target, references, keep, N_AUDIT, seed, SimulatedQueries(target, labels))
+    features = np.column_stack([difficulty, base])
+    queries = SimulatedQueries(target, labels, references)
+    inputs = AttackInputs(labels, target, references, keep, N_AUDIT, seed, queries, features)
     return inputs, is_member[:N_AUDIT]
 
 
 class SimulatedQueries:
     """Perturbed queries, simulated as noise on the target's logits: a record far from the decision
-    boundary keeps its label more often."""
+    boundary keeps its label more often. White-box signals are simulated from the logits too (the target's
+    and the references')."""
 
-    def __init__(self, logits: np.ndarray, labels: np.ndarray) -> None:
-        self.logits, self.labels = logits, labels
+    def __init__(self, logits: np.ndarray, labels: np.ndarray, references: np.ndarray) -> None:
+        self.logits, self.labels, self.references = logits, labels, references
+
+    def _gradient_norms(self, logits: np.ndarray) -> np.ndarray:
+        # The loss gradient with respect to the logits is softmax - one-hot; a layer's gradient is that
+        # times its inputs, so its norm follows this one's.
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities[np.arange(len(self.labels)), self.labels] -= 1.0
+        return np.linalg.norm(probabilities, axis=1)
+
+    def _checkpoint_losses(self, logits: np.ndarray) -> np.ndarray:
+        # Checkpoint t of 3 has learnt t/4 of what the trained model has: its logits, scaled down.
+        return np.stack([cross_entropy_loss(logits * (t / 4), self.labels) for t in (1, 2, 3)])
+
+    def gradient_norms(self) -> np.ndarray:
+        return self._gradient_norms(self.logits)
+
+    def checkpoint_losses(self) -> np.ndarray:
+        return self._checkpoint_losses(self.logits)
+
+    def reference_gradient_norms(self) -> np.ndarray:
+        return np.stack([self._gradient_norms(logits) for logits in self.references])
+
+    def reference_checkpoint_losses(self) -> np.ndarray:
+        return np.stack([self._checkpoint_losses(logits) for logits in self.references])
 
     def label_agreement(self, *, n_queries: int, scale: float, seed: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
         perturbed = self.logits[None] + rng.normal(0, 5 * scale, (n_queries, *self.logits.shape))
         return (perturbed.argmax(axis=2) == self.labels).mean(axis=0)
+
+    def _boundary_distance(self, logits: np.ndarray, queries_per_record: int, seed: int) -> np.ndarray:
+        # The distance to the boundary grows with the true-class logit margin; a search on a small budget
+        # finds it only roughly (multiplicative error that shrinks with the budget).
+        rng = np.random.default_rng(seed)
+        rows = np.arange(len(self.labels))
+        others = logits.copy()
+        others[rows, self.labels] = -np.inf
+        margin = logits[rows, self.labels] - others.max(axis=1)
+        error = np.exp(rng.normal(0, 1 / np.sqrt(queries_per_record), margin.shape))
+        return np.where(margin > 0, margin * error, 0.0)
+
+    def boundary_distance(self, *, queries_per_record: int, seed: int) -> np.ndarray:
+        return self._boundary_distance(self.logits, queries_per_record, seed)
+
+    def reference_boundary_distance(self, *, queries_per_record: int, seed: int) -> np.ndarray:
+        return np.stack(
+            [
+                self._boundary_distance(logits, queries_per_record, seed + 1 + k)
+                for k, logits in enumerate(self.references)
+            ]
+        )
 
 
 @pytest.fixture(scope="module")

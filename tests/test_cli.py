@@ -139,8 +139,10 @@ def test_missing_required_option(monkeypatch, capsys) -> None:
 def test_attacks_command_lists_the_registry(monkeypatch, capsys) -> None:
     code, out, _ = run_cli(monkeypatch, capsys, "attacks")
     assert code == 0
-    for name in ("loss", "lira", "rmia-offline", "shadow"):
-        assert name in out
+    names = ("loss", "lira", "rmia-offline", "shadow", "min-k-plus-plus", "recall", "dc-pdd", "neighbourhood")
+    for name in (*names, "timestep-loss", "secmi", "pia", "dcr", "domias", "shadow-generators"):
+        assert name in out, name
+    assert "audit-diffusion" in out and "audit-synthetic" in out
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".npz"])

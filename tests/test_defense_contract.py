@@ -59,3 +59,18 @@ def test_every_defense_builds_trains_and_reports(name, task) -> None:
     json.dumps(report)  # recorded in audit.json as it is
     if name != "none":
         assert recipe.identity() != DefendedRecipe(spec(), NoDefense()).identity(), name
+
+
+def test_a_defense_that_rewrites_answers_is_also_attacked_without_confidences() -> None:
+    # HAMP trains the model and then replaces its confidences; an attacker reading labels only is untouched
+    # by the second part, so compare must run the label-only attacks beside the requested ones.
+    from membershield.defenses.compare import OUTPUT_DEFENSE_ATTACKS, Variant, _with_output_defense_attacks
+
+    def variants(*specs: str) -> list[Variant]:
+        return [Variant(spec, spec, parse_defense(spec), recipe=None) for spec in specs]  # type: ignore[arg-type]
+
+    notes: list[str] = []
+    attacks = _with_output_defense_attacks(["lira"], variants("none", "hamp"), notes)
+    assert set(OUTPUT_DEFENSE_ATTACKS) <= set(attacks) and attacks[0] == "lira"
+    assert notes and "no confidences" in notes[0]
+    assert _with_output_defense_attacks(["lira"], variants("none", "mist", "selena"), []) == ["lira"]

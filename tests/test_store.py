@@ -120,7 +120,7 @@ def variant(audit: dict, writer: int, i: int) -> dict:
 def test_audit_is_recorded_with_its_lineage_and_metrics(store_url, audits) -> None:
     audit = audits["overfit"]
     with open_store(store_url) as store:
-        assert store.revision() == "0003"
+        assert store.revision() == "0005"
         record = store.record_audit(
             audit, model_name="digits", model_version="1.4", report_path="out/audit.json", out_dir="out"
         )
@@ -238,7 +238,7 @@ def test_history_from_the_first_schema_revision_survives_an_upgrade(store_url, a
     old.close()
 
     with open_store(store_url) as store:
-        assert store.revision() == "0003"
+        assert store.revision() == "0005"
         (record,) = store.history()
         assert (record.model_name, record.model_version, record.verdict) == ("legacy", "0.9", "pass")
         assert record.created_at == written

@@ -105,6 +105,7 @@ def test_targets_command_lists_every_kind(monkeypatch, capsys) -> None:
 
 
 def test_attacks_verbose_lists_each_attacks_settings(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # folded cells would split the substrings checked below
     code, out, err = run_cli(monkeypatch, capsys, "attacks", "--verbose")
     assert code == 0, err
     assert "queries_per_record=32" in out and "max_training_rows=200000" in out and "gamma=1.0" in out

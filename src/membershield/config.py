@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from membershield.attacks import DEFAULT_ATTACKS, parse_attack_list
+from membershield.attacks.label_only_boundary import BOUNDARY_QUERIES
 from membershield.endpoint.formats import API_FORMATS
 from membershield.errors import ConfigError
 from membershield.training.backends import BACKENDS, TRAINERS
@@ -33,6 +34,11 @@ class AuditConfig:
     ignore_columns: list[str] = field(default_factory=list)
     id_column: str | None = None
     drop_overlap: bool = False
+    # Who each record is about (--user-column): one membership decision per user; never a feature.
+    user_column: str | None = None
+    # Rare records: quasi-identifier combination seen fewer than rarity_k times (None: every feature).
+    quasi_identifiers: list[str] | None = None
+    rarity_k: int = 5
     seed: int = 0
     out: str = "membershield-audit"
     cache: str = ".membershield/cache"
@@ -53,10 +59,14 @@ class AuditConfig:
     max_queries: int | None = None
     queries_per_second: float | None = None
     batch_size: int = 64
+    label_only_queries: int = BOUNDARY_QUERIES  # records label-only-boundary sends per record it searches from
     text_column: str | None = None  # the column of texts a text classifier (--model hf:DIR) reads
     # A recipe audit (the privacy game): --recipe trains ``models`` models on random halves of ``data``.
     data: str | None = None
     models: int = 32
+    # An unlearning check (--forgotten): records removed before the model was retrained, audited against
+    # the holdout, where they must be at chance.
+    forgotten: str | None = None
 
     def validate(self) -> AuditConfig:
         """Check every option and raise one :class:`ConfigError` naming every problem, each with its fix."""
@@ -131,6 +141,10 @@ def _value_problems(config: AuditConfig) -> list[str]:
         ),
         (config.batch_size < 1, f"batch_size must be 1 or more, got {config.batch_size}"),
         (
+            config.label_only_queries < 1,
+            f"label_only_queries (--label-only-queries) must be 1 or more, got {config.label_only_queries}",
+        ),
+        (
             config.max_queries is not None and config.max_queries < 1,
             f"max_queries must be 1 or more, got {config.max_queries}",
         ),
@@ -144,8 +158,57 @@ def _value_problems(config: AuditConfig) -> list[str]:
         ),
         (config.models < 2, f"models must be 2 or more (each model's references are the others), got {config.models}"),
     ]
+    checks += _subject_problems(config)
+    checks += _forgotten_problems(config)
     problems += [f"header {h!r} must read 'Name: value'" for h in config.headers if not _is_header(h)]
     return problems + [message for failed, message in checks if failed]
+
+
+def _subject_problems(config: AuditConfig) -> list[tuple[bool, str]]:
+    """The user column and the rarity rule: identifiers are not labels, and k must be able to flag a record."""
+    qis = config.quasi_identifiers
+    return [
+        (
+            config.rarity_k < 2,
+            f"rarity_k must be 2 or more (rare: a quasi-identifier combination seen fewer than k times; k = 1"
+            f" flags nothing), got {config.rarity_k}; set --rarity-k 2 or more",
+        ),
+        (
+            qis is not None and (not qis or not all(isinstance(q, str) and q.strip() for q in qis)),
+            f"quasi_identifiers must name feature columns, got {qis!r}; leave it out to use every feature",
+        ),
+        (
+            bool(config.label_column) and qis is not None and config.label_column in qis,
+            f"quasi_identifiers include the label column '{config.label_column}'; name feature columns only",
+        ),
+        (
+            config.user_column is not None and config.user_column == config.label_column,
+            f"user_column '{config.user_column}' is the label column; give the column naming each record's user",
+        ),
+        (
+            bool(config.data) and (config.user_column is not None or qis is not None),
+            "user_column and quasi_identifiers apply to an audit of one model (--train/--holdout): a recipe audit"
+            " (--data) draws membership record by record; drop --user-column and --quasi-identifiers",
+        ),
+    ]
+
+
+def _forgotten_problems(config: AuditConfig) -> list[tuple[bool, str]]:
+    """An unlearning check audits one trained model: a recipe retrains on --train and cannot have kept them."""
+    if not config.forgotten:
+        return []
+    return [
+        (
+            bool(config.data),
+            "forgotten applies to an audit of one trained model (--model, --train, --holdout), not to a recipe"
+            " audit (--data); drop --forgotten",
+        ),
+        (
+            ".py:" in config.model,
+            f"forgotten needs the trained model itself, not a recipe that trains it ({config.model}): give the"
+            " retrained model file as --model",
+        ),
+    ]
 
 
 def _is_header(text: str) -> bool:
@@ -165,6 +228,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "ignore_columns": (list,),
     "id_column": (str, type(None)),
     "drop_overlap": (bool,),
+    "user_column": (str, type(None)),
+    "quasi_identifiers": (list, type(None)),
+    "rarity_k": (int,),
     "seed": (int,),
     "out": (str,),
     "cache": (str,),
@@ -183,9 +249,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_queries": (int, type(None)),
     "queries_per_second": (float, int, type(None)),
     "batch_size": (int,),
+    "label_only_queries": (int,),
     "text_column": (str, type(None)),
     "data": (str, type(None)),
     "models": (int,),
+    "forgotten": (str, type(None)),
 }
 
 
@@ -227,7 +295,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown key {', '.join(unknown)} in config file {p}; remove or rename it")
     # Relative paths in a config file are relative to the file, so a config can live beside its data.
-    for name in ("model", "train", "holdout", "population", "recipe", "data"):
+    for name in ("model", "train", "holdout", "population", "recipe", "data", "forgotten"):
         if isinstance(values.get(name), str):
             values[name] = _relative_to(p.parent, values[name])
     return values

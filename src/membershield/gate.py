@@ -45,9 +45,12 @@ class Policy:
 
     max_auc: float | None = None
     max_tpr_at_fpr: dict[float, float] = field(default_factory=dict)
+    max_worst_slice_tpr_at_fpr: dict[float, float] = field(default_factory=dict)  # over every slice (gate_slices)
     max_advantage: float | None = None
     max_epsilon_lower_bound: float | None = None
     max_accuracy_gap: float | None = None
+    max_dcr_risk: float | None = None  # synthetic-data audits (gate_synthetic)
+    max_anonymeter_risk: float | None = None  # synthetic-data audits: each anonymeter risk (gate_synthetic)
     require_split_check: bool = False
     attacks: tuple[str, ...] | None = None
     max_regression: dict[str, float] = field(default_factory=dict)
@@ -58,6 +61,7 @@ class Policy:
         """The policy as TOML-shaped plain data (FPR keys as strings), e.g. to store next to a verdict."""
         data = asdict(self)
         data["max_tpr_at_fpr"] = {fpr_key(f): v for f, v in self.max_tpr_at_fpr.items()}
+        data["max_worst_slice_tpr_at_fpr"] = {fpr_key(f): v for f, v in self.max_worst_slice_tpr_at_fpr.items()}
         data["attacks"] = list(self.attacks) if self.attacks is not None else None
         return data
 
@@ -68,6 +72,8 @@ _LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "max_advantage": (0.0, 1.0),
     "max_epsilon_lower_bound": (0.0, math.inf),
     "max_accuracy_gap": (-1.0, 1.0),
+    "max_dcr_risk": (0.0, 1.0),
+    "max_anonymeter_risk": (0.0, 1.0),
 }
 
 
@@ -100,12 +106,12 @@ def policy_problems(table: Mapping[str, Any]) -> list[str]:
             problems.append(f"'{key}' must be true or false, got {table[key]!r}")
     if "bound" in table and table["bound"] not in BOUNDS:
         problems.append(f'\'bound\' must be "upper" or "point", got {table["bound"]!r}')
-    if "max_tpr_at_fpr" in table:
-        rates = table["max_tpr_at_fpr"]
+    for key in ("max_tpr_at_fpr", "max_worst_slice_tpr_at_fpr"):
+        if key not in table:
+            continue
+        rates = table[key]
         if not isinstance(rates, Mapping):
-            problems.append(
-                f"'max_tpr_at_fpr' must be a table of FPR = TPR limit, e.g. {{\"0.01\" = 0.05}}, got {rates!r}"
-            )
+            problems.append(f"'{key}' must be a table of FPR = TPR limit, e.g. {{\"0.01\" = 0.05}}, got {rates!r}")
         else:
             for fpr, limit in rates.items():
                 try:
@@ -113,9 +119,9 @@ def policy_problems(table: Mapping[str, Any]) -> list[str]:
                 except ValueError:
                     as_float = math.nan
                 if not 0 < as_float < 1:
-                    problems.append(f"'max_tpr_at_fpr' key {fpr!r} must be an FPR strictly between 0 and 1")
+                    problems.append(f"'{key}' key {fpr!r} must be an FPR strictly between 0 and 1")
                 if not _is_number(limit) or not 0 <= limit <= 1:
-                    problems.append(f"'max_tpr_at_fpr' limit for FPR {fpr} must be a number in [0, 1], got {limit!r}")
+                    problems.append(f"'{key}' limit for FPR {fpr} must be a number in [0, 1], got {limit!r}")
     if "attacks" in table:
         names = table["attacks"]
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -141,7 +147,16 @@ def policy_problems(table: Mapping[str, Any]) -> list[str]:
                     )
                 if not _is_number(limit) or limit < 0:
                     problems.append(f"'max_regression' allowance for {metric} must be a number ≥ 0, got {limit!r}")
-    limits = ("max_auc", "max_tpr_at_fpr", "max_advantage", "max_epsilon_lower_bound", "max_accuracy_gap")
+    limits = (
+        "max_auc",
+        "max_tpr_at_fpr",
+        "max_worst_slice_tpr_at_fpr",
+        "max_advantage",
+        "max_epsilon_lower_bound",
+        "max_accuracy_gap",
+        "max_dcr_risk",
+        "max_anonymeter_risk",
+    )
     sets_something = any(table.get(k) not in (None, {}) for k in (*limits, "max_regression"))
     if not problems and not sets_something and table.get("require_split_check") is not True:
         problems.append(f"the policy sets no limit; add at least one of {', '.join(limits)}, max_regression")
@@ -149,10 +164,15 @@ def policy_problems(table: Mapping[str, Any]) -> list[str]:
 
 
 def _attack_names() -> list[str]:
-    """Every attack an audit can report: classifier attacks, then text (language-model) attacks."""
-    from membershield.text.attacks import REGISTRY as TEXT_REGISTRY
+    """Every attack an audit can report: classifier attacks, then text (language-model), diffusion and
+    synthetic-data attacks."""
+    from membershield.diffusion.attacks import REGISTRY as DIFFUSION_REGISTRY
+    from membershield.synthetic.attacks import REGISTRY as SYNTHETIC_REGISTRY
+    from membershield.text.attacks import KNOWN as TEXT_REGISTRY
 
-    return [*REGISTRY, *(name for name in TEXT_REGISTRY if name not in REGISTRY)]
+    names = [*REGISTRY, *(name for name in TEXT_REGISTRY if name not in REGISTRY)]
+    names += [name for name in DIFFUSION_REGISTRY if name not in names]
+    return [*names, *(name for name in SYNTHETIC_REGISTRY if name not in names)]
 
 
 def parse_policy(table: Mapping[str, Any], source: str = "policy") -> Policy:
@@ -164,9 +184,12 @@ def parse_policy(table: Mapping[str, Any], source: str = "policy") -> Policy:
     return Policy(
         max_auc=table.get("max_auc"),
         max_tpr_at_fpr={float(k): float(v) for k, v in table.get("max_tpr_at_fpr", {}).items()},
+        max_worst_slice_tpr_at_fpr={float(k): float(v) for k, v in table.get("max_worst_slice_tpr_at_fpr", {}).items()},
         max_advantage=table.get("max_advantage"),
         max_epsilon_lower_bound=table.get("max_epsilon_lower_bound"),
         max_accuracy_gap=table.get("max_accuracy_gap"),
+        max_dcr_risk=table.get("max_dcr_risk"),
+        max_anonymeter_risk=table.get("max_anonymeter_risk"),
         require_split_check=bool(table.get("require_split_check", False)),
         attacks=tuple(attacks) if attacks is not None else None,
         max_regression={str(k): float(v) for k, v in table.get("max_regression", {}).items()},
@@ -451,10 +474,22 @@ def evaluate(
             checks.append(
                 _limit_check(name, "ε lower bound", policy.max_epsilon_lower_bound, "point", value, what=what)
             )
+    if policy.max_worst_slice_tpr_at_fpr:
+        from membershield.gate_slices import worst_slice_checks  # it builds on this module's checks
+
+        checks += worst_slice_checks(audit, policy, [n for n in names if n in by_name])
     if policy.max_accuracy_gap is not None:
         checks.append(_accuracy_gap_check(audit, policy))
+    if policy.max_dcr_risk is not None or policy.max_anonymeter_risk is not None:
+        from membershield.gate_synthetic import synthetic_checks  # it builds on this module's checks
+
+        checks += synthetic_checks(audit, policy)
     if policy.require_split_check:
         checks.append(_split_check(audit))
+    if isinstance(audit.get("unlearning"), Mapping):
+        from membershield.gate_unlearning import unlearning_checks  # it builds on this module's checks
+
+        checks += unlearning_checks(audit["unlearning"])
     compared_with = None
     if policy.max_regression:
         current = summary(audit)

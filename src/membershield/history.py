@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from membershield.gate import Verdict, evaluate, load_policy, write_junit
+from membershield.lineage import record_audit_lineage
 from membershield.result import load_document
 from membershield.store import AuditRecord, open_store
 
@@ -20,18 +21,26 @@ class Recorded:
 
 
 def record_audit(
-    out: str | Path, store: str | None = None, *, model_name: str | None = None, model_version: str | None = None
+    out: str | Path,
+    store: str | None = None,
+    *,
+    model_name: str | None = None,
+    model_version: str | None = None,
+    dataset_version: str | None = None,
 ) -> Recorded:
-    """Record the audit in ``out`` (its ``audit.json``) in the history store; the same audit is one row."""
+    """Record the audit in ``out`` (its ``audit.json``) in the history store, with the datasets it read
+    (``dataset_version`` labels its training data); the same audit is one row."""
     audit_file = Path(out) / "audit.json"
+    document = load_document(audit_file)
     with open_store(store) as history:
         record = history.record_audit(
-            load_document(audit_file),
+            document,
             model_name=model_name,
             model_version=model_version,
             report_path=str(audit_file),
             out_dir=str(out),
         )
+        record_audit_lineage(history, record, document, dataset_version)
         return Recorded(record, history.display)
 
 
@@ -59,9 +68,12 @@ def gate_audit(
     document = load_document(audit_file)
     rules = load_policy(policy_file)
     with open_store(store) as history:
-        record = history.find(document) or history.record_audit(
-            document, model_name=model_name, report_path=str(audit_file), out_dir=str(audit_file.parent)
-        )
+        record = history.find(document)
+        if record is None:
+            record = history.record_audit(
+                document, model_name=model_name, report_path=str(audit_file), out_dir=str(audit_file.parent)
+            )
+            record_audit_lineage(history, record, document)
         if model_name and model_name != record.model_name:
             record = history.rename(record.id, model_name)
         previous = history.last_passing(record.model_name, exclude=record) if rules.max_regression else None

@@ -1,5 +1,8 @@
 """Queries to the target beyond its answers on the audit rows: perturbed copies of each record, for the
-label-only noise-robustness attack. The live target is obtained only when an attack asks."""
+label-only noise-robustness attack, and the boundary search of the label-only boundary-distance attack
+(:mod:`membershield.boundary_search`), and the white-box signals of a PyTorch target (its gradients and
+kept checkpoints: :mod:`membershield.signals_whitebox`). The live target is obtained only when an attack
+asks."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from membershield.boundary_search import frame_boundary_distances
 from membershield.targets.base import Target
+from membershield.whitebox_references import ReferenceWhiteBox
 
 
 def noisy_label_agreement(
@@ -34,14 +39,24 @@ def noisy_label_agreement(
 
 class LiveQueries:
     """:class:`membershield.attacks.base.TargetQueries` over a target built on first use (a recipe's target
-    is retrained with its seed: its cached outputs cannot answer new records); answers are kept per setting."""
+    is retrained with its seed: its cached outputs cannot answer new records); answers are kept per setting.
+    ``references``: the reference models' white-box signals, where a recipe can train them again."""
 
-    def __init__(self, live_target: Callable[[], Target], features: pd.DataFrame, labels: np.ndarray) -> None:
+    def __init__(
+        self,
+        live_target: Callable[[], Target],
+        features: pd.DataFrame,
+        labels: np.ndarray,
+        references: ReferenceWhiteBox | None = None,
+    ) -> None:
         self._live_target = live_target
+        self._references = references
         self._target: Target | None = None
         self.features = features
         self.labels = labels
         self._answers: dict[tuple[int, float, int], np.ndarray] = {}
+        self._distances: dict[tuple[int, int], np.ndarray] = {}
+        self._white_box: dict[str, np.ndarray] = {}
 
     def label_agreement(self, *, n_queries: int, scale: float, seed: int) -> np.ndarray:
         key = (n_queries, scale, seed)
@@ -52,3 +67,46 @@ class LiveQueries:
                 self._target, self.features, self.labels, n_queries=n_queries, scale=scale, seed=seed
             )
         return self._answers[key]
+
+    def boundary_distance(self, *, queries_per_record: int, seed: int) -> np.ndarray:
+        key = (queries_per_record, seed)
+        if key not in self._distances:
+            if self._target is None:
+                self._target = self._live_target()
+            self._distances[key] = frame_boundary_distances(
+                self._target, self.features, self.labels, max_queries=queries_per_record, seed=seed
+            )
+        return self._distances[key]
+
+    def gradient_norms(self) -> np.ndarray:
+        if "gradient_norms" not in self._white_box:
+            from membershield.signals_whitebox import gradient_norms_of  # imports torch: only when asked
+
+            if self._target is None:
+                self._target = self._live_target()
+            self._white_box["gradient_norms"] = gradient_norms_of(self._target, self.features, self.labels)
+        return self._white_box["gradient_norms"]
+
+    def checkpoint_losses(self) -> np.ndarray:
+        if "checkpoint_losses" not in self._white_box:
+            from membershield.signals_whitebox import checkpoint_losses_of
+
+            if self._target is None:
+                self._target = self._live_target()
+            self._white_box["checkpoint_losses"] = checkpoint_losses_of(self._target, self.features, self.labels)
+        return self._white_box["checkpoint_losses"]
+
+    def reference_gradient_norms(self) -> np.ndarray:
+        if self._references is None:
+            return np.zeros((0, len(self.labels)))
+        return self._references.gradient_norms()
+
+    def reference_boundary_distance(self, *, queries_per_record: int, seed: int) -> np.ndarray:
+        if self._references is None:
+            return np.zeros((0, len(self.labels)))
+        return self._references.boundary_distances(queries_per_record=queries_per_record, seed=seed)
+
+    def reference_checkpoint_losses(self) -> np.ndarray:
+        if self._references is None:
+            return np.zeros((0, 0, len(self.labels)))
+        return self._references.checkpoint_losses()

@@ -102,15 +102,34 @@ class AuditResult:
     warnings: list[str] = field(default_factory=list)
     # "model": one trained model audited (records are trials); "recipe": the privacy game, K models of one
     # training pipeline, each the target of the others, whose (model, record) trials are pooled (``game``
-    # says how: the models, the clustered intervals, the per-record exposure). Older audits are "model".
+    # says how: the models, the clustered intervals, the per-record exposure); "diffusion": one diffusion
+    # model, its records images (audit-diffusion); "synthetic": a synthetic table, its records the real ones
+    # it was made from (audit-synthetic). Older audits are "model".
     mode: str = "model"
     game: dict[str, Any] | None = None
+    # One decision per data subject (--user-column): per attack, per aggregation, an entry shaped like an
+    # attack entry whose counts are users (audit.user_level). None without a user column, and in older audits.
+    user_level: dict[str, Any] | None = None
+    # The slice and attack with the highest TPR at 1% FPR over every slicing (worst_slice.worst_slice);
+    # worked out from the attacks when not given, absent (None) in audits written before it existed.
+    worst_slice: dict[str, Any] | None = None
+    # The unlearning check (--forgotten): per attack, the forgotten records against the holdout (AUC with
+    # its interval) and whether any attack tells them apart. None without --forgotten, and in older audits.
+    unlearning: dict[str, Any] | None = None
     schema_version: str = SCHEMA_VERSION
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     environment: dict[str, str] = field(default_factory=lambda: environment_stamp())
     # The JSON object this result was loaded from (its sha256 identifies the audit); None when made here.
     # A loaded result is read, not edited: to_dict() gives this object back unchanged.
     source: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.source is None and self.worst_slice is None and self.attacks:
+            from membershield.worst_slice import worst_slice  # it asks questions of results: imports this module
+
+            unit = "trials" if self.mode == "recipe" else "records"
+            attacks = [jsonable(asdict(a)) for a in self.attacks]
+            self.worst_slice = jsonable(worst_slice(attacks, self.user_level, unit=unit))
 
     def to_dict(self) -> dict[str, Any]:
         """The ``audit.json`` document: as loaded (unchanged) for a loaded result, else as written."""
@@ -225,16 +244,25 @@ def _attack_problems(i: int, entry: Any) -> list[str]:
     where = f"attack #{i + 1} ({entry.get('name', 'unnamed')})"
     required = [f.name for f in fields(AttackResult) if f.name not in ("advantage_ci_low", "advantage_ci_high")]
     problems = [f"{where} lacks '{name}'" for name in required if name not in entry]
+    return problems + _number_problems(where, entry) + _rates_problems(where, entry)
+
+
+def _number_problems(where: str, entry: Mapping[str, Any]) -> list[str]:
+    problems = []
     for name in NUMBERS_OR_NULL:
         value = entry.get(name)
         if name in entry and value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             problems.append(f"{where}: '{name}' must be a number or null, got {value!r}")
+    return problems
+
+
+def _rates_problems(where: str, entry: Mapping[str, Any]) -> list[str]:
     rates = entry.get("tpr_at_fpr")
     if "tpr_at_fpr" in entry and not (
         isinstance(rates, list) and all(isinstance(r, Mapping) and "fpr" in r and "measurable" in r for r in rates)
     ):
-        problems.append(f"{where}: 'tpr_at_fpr' must be a list of objects with 'fpr' and 'measurable'")
-    return problems
+        return [f"{where}: 'tpr_at_fpr' must be a list of objects with 'fpr' and 'measurable'"]
+    return []
 
 
 def document_problems(document: Any) -> list[str]:
@@ -259,6 +287,11 @@ def document_problems(document: Any) -> list[str]:
     problems += [f"it lacks '{name}'" for name in REQUIRED if name not in document and name != "attacks"]
     problems += [f"'{n}' must be an object" for n in OBJECTS if n in document and not _is_object(document[n])]
     problems += _mode_problems(document)
+    problems += _user_level_problems(document.get("user_level"))
+    problems += _unlearning_problems(document.get("unlearning"))
+    worst = document.get("worst_slice")
+    if worst is not None and not (_is_object(worst) and isinstance(worst.get("slicings"), list)):
+        problems.append("'worst_slice' must be null or an object with a 'slicings' list")
     data = document.get("data")
     if _is_object(data):
         for name in ("n_members", "n_nonmembers"):
@@ -267,11 +300,61 @@ def document_problems(document: Any) -> list[str]:
     return problems
 
 
-MODES = ("model", "recipe")
+def _user_level_problems(user_level: Any) -> list[str]:
+    """``user_level`` is optional (null or absent before user-level audits existed); when present, each
+    (attack, aggregation) entry must have the numbers and rates an attack entry has."""
+    if user_level is None:
+        return []
+    if not _is_object(user_level) or not _is_object(user_level.get("attacks")):
+        return ["'user_level' must be null or an object with an 'attacks' object"]
+    problems = []
+    for name, by_aggregation in user_level["attacks"].items():
+        if not _is_object(by_aggregation):
+            problems.append(f"'user_level.attacks.{name}' must be an object of aggregations")
+            continue
+        for how, entry in by_aggregation.items():
+            where = f"user_level {name} {how}"
+            if not _is_object(entry):
+                problems.append(f"{where} is not an object")
+                continue
+            problems += [f"{where} lacks '{key}'" for key in ("auc", "tpr_at_fpr", "n_users") if key not in entry]
+            problems += _number_problems(where, entry)
+            problems += _rates_problems(where, entry)
+    return problems
+
+
+def _unlearning_problems(unlearning: Any) -> list[str]:
+    """``unlearning`` is optional (null or absent without --forgotten); when present, it says whether the
+    forgotten records are distinguishable and each attack's AUC over them."""
+    if unlearning is None:
+        return []
+    if not _is_object(unlearning) or not isinstance(unlearning.get("attacks"), list):
+        return ["'unlearning' must be null or an object with an 'attacks' list"]
+    problems = []
+    if not isinstance(unlearning.get("forgotten_distinguishable"), bool):
+        problems.append("'unlearning.forgotten_distinguishable' must be true or false")
+    for key in ("n_forgotten", "n_holdout"):
+        if not isinstance(unlearning.get(key), int) or isinstance(unlearning.get(key), bool):
+            problems.append(f"'unlearning.{key}' must be a whole number")
+    for i, entry in enumerate(unlearning["attacks"]):
+        where = f"unlearning attack #{i + 1}"
+        if not _is_object(entry):
+            problems.append(f"{where} is not an object")
+            continue
+        needed = ("name", "auc", "auc_ci_low", "auc_ci_high")
+        problems += [f"{where} lacks '{key}'" for key in needed if key not in entry]
+        problems += _number_problems(where, entry)
+    return problems
+
+
+# "diffusion": images of a diffusion model (audit-diffusion); "synthetic": a synthetic table's real source
+# records (audit-synthetic), with its own "synthetic" and "anonymeter" sections.
+MODES = ("model", "recipe", "diffusion", "synthetic")
 
 
 def _mode_problems(document: Mapping[str, Any]) -> list[str]:
-    """An audit is of one model (the default, as before modes existed) or of a recipe, with its game."""
+    """An audit is of one model (the default, as before modes existed), of a recipe, with its game, or of a
+    diffusion model's images."""
     mode = document.get("mode", "model")
     if mode not in MODES:
         return [f"'mode' must be one of {', '.join(MODES)}, got {mode!r}"]

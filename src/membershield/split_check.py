@@ -98,8 +98,52 @@ def _encode(features: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
     return np.column_stack(columns)
 
 
+def _user_halves(y: np.ndarray, users: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half of the member users and half of the non-member users (seeded) to fit on; each record's user
+    index; and whether each user is a member."""
+    ids, index = np.unique(np.asarray(users).astype(str), return_inverse=True)
+    member_user = np.zeros(ids.size, dtype=bool)
+    member_user[index[y]] = True
+    rng = np.random.default_rng(seed)
+    fit_user = np.zeros(ids.size, dtype=bool)
+    for side in (member_user, ~member_user):
+        chosen = rng.permutation(np.flatnonzero(side))
+        fit_user[chosen[: chosen.size // 2]] = True
+    return fit_user[index], index, member_user
+
+
+def _grouped_check(X: np.ndarray, y: np.ndarray, users: np.ndarray, seed: int, confidence: float) -> SplitCheck:
+    """The check with a user column: records of one user are alike, so halves split users, not records
+    (else the classifier recognises a member user's other records), and the AUC is over users (each
+    user's mean blind score on their records), the independent units."""
+    fit, index, member_user = _user_halves(y, users, seed)
+    n_member_users, n_nonmember_users = int(member_user.sum()), int((~member_user).sum())
+    if min(n_member_users, n_nonmember_users) < 4:
+        return SplitCheck(0.5, 0.0, 1.0, True, n_member_users, n_nonmember_users, confidence, "too few users to check")
+    model = HistGradientBoostingClassifier(max_iter=100, early_stopping=True, n_iter_no_change=10, random_state=seed)
+    model.fit(X[fit], y[fit])
+    test_index = index[~fit]
+    totals = np.bincount(test_index, weights=model.predict_proba(X[~fit])[:, 1], minlength=member_user.size)
+    counts = np.bincount(test_index, minlength=member_user.size)
+    tested = counts > 0
+    return SplitCheck.from_held_out(
+        totals[tested] / counts[tested],
+        member_user[tested],
+        n_member_users,
+        n_nonmember_users,
+        confidence,
+        "HistGradientBoostingClassifier on features and label; trained on the records of half the users, scored"
+        " on the other half's users (mean over each user's records); counts are users",
+    )
+
+
 def blind_split_check(
-    features: pd.DataFrame, labels: np.ndarray, is_member: np.ndarray, seed: int = 0, confidence: float = 0.99
+    features: pd.DataFrame,
+    labels: np.ndarray,
+    is_member: np.ndarray,
+    seed: int = 0,
+    confidence: float = 0.99,
+    users: np.ndarray | None = None,
 ) -> SplitCheck:
     """AUC of a gradient-boosted classifier predicting membership from (features, label) on held-out records.
 
@@ -109,10 +153,12 @@ def blind_split_check(
     digits table it raised the alarm 2 times in 8.) ``ok`` is False when the interval excludes 0.5 on
     either side: the split is distinguishable without the model, or shared records fool the classifier. The default
     is 99% because the alarm tells a user to distrust the whole audit: at 95% one random split in 40
-    would be flagged.
+    would be flagged. With ``users`` (each record's data subject) the halves split users instead.
     """
     X = _encode(features, labels)
     y = np.asarray(is_member, dtype=bool)
+    if users is not None:
+        return _grouped_check(X, y, users, seed, confidence)
     n_members, n_nonmembers = int(y.sum()), int((~y).sum())
     if min(n_members, n_nonmembers) < 4:
         return SplitCheck(0.5, 0.0, 1.0, True, n_members, n_nonmembers, confidence, "too few records to check")

@@ -10,7 +10,9 @@ import difflib
 from membershield.attacks.base import Attack, AttackInputs
 from membershield.attacks.confidence import ConfidenceAttack
 from membershield.attacks.entropy import EntropyAttack
+from membershield.attacks.gradient_norm import GradientNormAttack
 from membershield.attacks.label_only import LabelOnlyGap, LabelOnlyNoise
+from membershield.attacks.label_only_boundary import LabelOnlyBoundary
 from membershield.attacks.lira import (
     LiraOffline,
     LiraOfflineFixedVariance,
@@ -18,7 +20,9 @@ from membershield.attacks.lira import (
     LiraOnlineFixedVariance,
 )
 from membershield.attacks.loss import LossAttack
+from membershield.attacks.loss_trajectory import LossTrajectoryAttack
 from membershield.attacks.modified_entropy import ModifiedEntropyAttack
+from membershield.attacks.quantile_regression import QuantileRegressionAttack
 from membershield.attacks.rmia import RmiaOffline, RmiaOnline
 from membershield.attacks.shadow import ShadowModelAttack
 from membershield.errors import ConfigError
@@ -37,6 +41,10 @@ BUILT_IN: tuple[type[Attack], ...] = (
     RmiaOffline,
     LabelOnlyGap,
     LabelOnlyNoise,
+    LabelOnlyBoundary,
+    QuantileRegressionAttack,
+    GradientNormAttack,
+    LossTrajectoryAttack,
 )
 REGISTRY: dict[str, type[Attack]] = {cls.name: cls for cls in BUILT_IN}
 DEFAULT_ATTACKS = (
@@ -52,14 +60,15 @@ DEFAULT_ATTACKS = (
 )
 
 
-def create_attack(name: str) -> Attack:
-    """A fresh attack by registry name; unknown names fail with the closest known ones."""
+def create_attack(name: str, settings: dict[str, object] | None = None) -> Attack:
+    """A fresh attack by registry name, with ``settings`` instead of their defaults where given; unknown
+    names fail with the closest known ones."""
     cls = REGISTRY.get(name)
     if cls is None:
         close = difflib.get_close_matches(name, REGISTRY, n=2)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         raise ConfigError(f"unknown attack '{name}': {hint}known attacks are {', '.join(REGISTRY)}")
-    return cls()
+    return cls(**(settings or {}))
 
 
 def parse_attack_list(text: str | list[str] | tuple[str, ...]) -> list[str]:

@@ -32,6 +32,36 @@ class TargetQueries(Protocol):
         """Per row, the share of ``n_queries`` Gaussian-perturbed copies the target labels correctly."""
         ...
 
+    def boundary_distance(self, *, queries_per_record: int, seed: int) -> np.ndarray:
+        """Per row, the L2 distance (in per-feature standardised units) to the nearest point found that the
+        target labels otherwise than the row's label, asking at most ``queries_per_record`` records per row:
+        0 where the row itself is labelled otherwise, ``inf`` where no such point was found."""
+        ...
+
+    def reference_boundary_distance(self, *, queries_per_record: int, seed: int) -> np.ndarray:
+        """``(K, n)``: :meth:`boundary_distance` under each reference model, in the order of
+        ``reference_logits`` (the models are queried, not the target); ``K`` is 0 where the references
+        cannot be trained again."""
+        ...
+
+    def gradient_norms(self) -> np.ndarray:
+        """Per row, the L2 norm of the loss gradient with respect to the live model's parameters (white-box)."""
+        ...
+
+    def checkpoint_losses(self) -> np.ndarray:
+        """``(T, n)``: each row's cross-entropy loss under each of the ``T`` training checkpoints the recipe
+        kept, oldest first; ``T`` is 0 where it kept none (white-box)."""
+        ...
+
+    def reference_gradient_norms(self) -> np.ndarray:
+        """``(K, n)``: :meth:`gradient_norms` of each reference model, in the order of ``reference_logits``;
+        ``K`` is 0 where the references cannot be trained again (white-box)."""
+        ...
+
+    def reference_checkpoint_losses(self) -> np.ndarray:
+        """``(K, T, n)``: :meth:`checkpoint_losses` of each reference model, as ``reference_gradient_norms``."""
+        ...
+
 
 @dataclass(frozen=True)
 class AttackInputs:
@@ -42,6 +72,9 @@ class AttackInputs:
     n_audit: int  # rows [0, n_audit) are audit records; the rest are population records
     seed: int = 0
     queries: TargetQueries | None = None  # None where the target cannot be queried again
+    # (n, d) float records as numbers (data.encode.numeric_matrix), for attacks that learn record
+    # difficulty from the records themselves; None where the audit has no table of records
+    features: np.ndarray | None = None
 
     @property
     def n_references(self) -> int:
@@ -61,6 +94,10 @@ class Attack(ABC):
     access: ClassVar[str] = "black-box"  # the least access it needs (ACCESS_ORDER)
     min_references: ClassVar[int] = 0
     needs_queries: ClassVar[bool] = False  # asks the target about records beyond the audit rows
+    by_name_only: ClassVar[bool] = False  # never added to a default audit (e.g. of a label-only target)
+    needs_features: ClassVar[bool] = False  # reads AttackInputs.features (built only when an attack does)
+    # needs none, but calibrates with the audit's --references when asked for (min_references 0 trains none)
+    uses_references: ClassVar[bool] = False
 
     def check(self, n_references: int) -> None:
         if n_references < self.min_references:

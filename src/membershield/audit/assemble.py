@@ -62,6 +62,8 @@ def data_entry(prepared: PreparedAudit, config: AuditConfig) -> dict[str, Any]:
         "id_column": config.id_column,
         "overlap_dropped": pool.dropped_overlap.to_dict() if pool.dropped_overlap else None,
         "near_duplicates": pool.near_duplicates.to_dict() if pool.near_duplicates else None,
+        "user_column": pool.user_column,
+        "rarity": prepared.rarity.to_dict(pool.is_member) if prepared.rarity is not None else None,
     }
 
 
@@ -73,6 +75,8 @@ def model_audit_result(
     split: dict[str, Any] | None,
     timings: dict[str, float],
     warnings: list[str],
+    *,
+    user_level: dict[str, Any] | None = None,
 ) -> AuditResult:
     training = outputs.training
     return AuditResult(
@@ -92,6 +96,7 @@ def model_audit_result(
         config=recorded_config(config),
         timings=timings,
         warnings=warnings,
+        user_level=user_level,
     )
 
 
@@ -100,6 +105,10 @@ def scores_frame(prepared: PreparedAudit, logits: np.ndarray, columns: dict[str,
     target's own prediction (argmax class and its softmax probability), for calibration."""
     n, pool = prepared.n_audit, prepared.pool
     own = logits[:n]
+    # who each record is about and whether it is rare, so that user-level and rarity results can be redone
+    subject = {"user": pool.user_values} if pool.user_values is not None else {}
+    if prepared.rarity is not None:
+        subject["rarity"] = prepared.rarity.labels(n)
     return pd.DataFrame(
         {
             "index": np.arange(n),
@@ -107,6 +116,7 @@ def scores_frame(prepared: PreparedAudit, logits: np.ndarray, columns: dict[str,
             "row": pool.source_row,
             "is_member": pool.is_member,
             "label": prepared.raw_labels[:n],
+            **subject,
             **columns,
             "predicted_label": prepared.classes[np.argmax(own, axis=1)],
             "predicted_confidence": 1.0 / np.exp(own - own.max(axis=1, keepdims=True)).astype(np.float64).sum(axis=1),

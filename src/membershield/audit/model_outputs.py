@@ -14,6 +14,7 @@ from membershield.errors import InputDataError, MembershieldError
 from membershield.queries import LiveQueries
 from membershield.targets.failures import first_failing_row, scores_finitely
 from membershield.training import LogitCache, train_or_load
+from membershield.whitebox_references import ReferenceWhiteBox, RetrainedWhiteBox
 
 
 @dataclass
@@ -109,4 +110,18 @@ def live_queries(prepared: PreparedAudit) -> LiveQueries:
             prepared.features[mask], prepared.raw_labels[mask], prepared.classes, job.seed
         )
 
-    return LiveQueries(live_target, prepared.features, prepared.labels)
+    return LiveQueries(live_target, prepared.features, prepared.labels, _reference_white_box(prepared))
+
+
+def _reference_white_box(prepared: PreparedAudit) -> ReferenceWhiteBox | None:
+    """The reference models trained again on first use, for the white-box attacks' calibration."""
+    recipe = prepared.loaded.recipe
+    if recipe is None or not prepared.jobs:
+        return None
+    jobs = prepared.jobs
+
+    def fit(k: int) -> Any:
+        mask = jobs[k].train_mask
+        return recipe.fit(prepared.features[mask], prepared.raw_labels[mask], prepared.classes, jobs[k].seed)
+
+    return RetrainedWhiteBox(fit, len(jobs), prepared.features, prepared.labels).references(range(len(jobs)))

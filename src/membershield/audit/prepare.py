@@ -14,6 +14,7 @@ from membershield.attacks import DEFAULT_ATTACKS, REGISTRY, Attack, create_attac
 from membershield.config import AuditConfig
 from membershield.data.overlap import row_hashes
 from membershield.data.pool import Pool, Tables, build_pool, load_population
+from membershield.data.rarity import Rarity, find_rare_records
 from membershield.errors import ConfigError, InputDataError
 from membershield.targets import LoadedModel
 from membershield.targets.registry import load_for
@@ -39,6 +40,7 @@ class PreparedAudit:
     jobs: list[ReferenceJob]
     target_job: ReferenceJob | None  # set when the target itself comes from a recipe
     warnings: list[str]  # about the data itself: dropped overlaps, near-duplicates, a population that is not new
+    rarity: Rarity | None = None  # each record's quasi-identifier combination count (audit, then population)
 
     @property
     def n_audit(self) -> int:
@@ -105,9 +107,20 @@ def _requirement_problems(attack: Attack, loaded: LoadedModel) -> list[str]:
 def _candidates(config: AuditConfig, loaded: LoadedModel, default: bool) -> list[str]:
     """The attacks to try: as asked, and by default the label-only ones too where that is all there is."""
     if default and loaded.access == "label-only":
-        extra = [name for name, cls in REGISTRY.items() if cls.access == "label-only" and name not in config.attacks]
+        extra = [
+            name
+            for name, cls in REGISTRY.items()
+            if cls.access == "label-only" and not cls.by_name_only and name not in config.attacks
+        ]
         return [*config.attacks, *extra]
     return list(config.attacks)
+
+
+def attack_settings(config: AuditConfig, name: str) -> dict[str, object]:
+    """The settings of attack ``name`` that audit options set (the rest keep their defaults)."""
+    if name == "label-only-boundary":
+        return {"queries_per_record": config.label_only_queries}
+    return {}
 
 
 def _skipped(name: str, problems: list[str]) -> str:
@@ -123,7 +136,7 @@ def _attacks_for(config: AuditConfig, loaded: LoadedModel) -> tuple[list[Attack]
     list it is skipped and said so, so that the default audit of a label-only endpoint runs exactly the
     label-only attacks."""
     default = list(config.attacks) == list(DEFAULT_ATTACKS)
-    attacks = [create_attack(name) for name in _candidates(config, loaded, default)]
+    attacks = [create_attack(name, attack_settings(config, name)) for name in _candidates(config, loaded, default)]
     problems = {attack.name: _requirement_problems(attack, loaded) for attack in attacks}
     skipped: list[str] = []
     if default:
@@ -134,10 +147,26 @@ def _attacks_for(config: AuditConfig, loaded: LoadedModel) -> tuple[list[Attack]
     elif any(problems.values()):
         found = [p for a in attacks for p in problems[a.name]]
         raise ConfigError(f"{config.model}: " + "; ".join(found) + " (drop those attacks from --attacks)")
-    n_references = config.references if any(a.min_references for a in attacks) else 0
+    # an attack that only calibrates with references trains them where the target gives a recipe
+    wanted = any(a.min_references or (a.uses_references and loaded.recipe is not None) for a in attacks)
+    n_references = config.references if wanted else 0
     for attack in attacks:
         attack.check(n_references)
     return attacks, n_references, skipped
+
+
+def _refuse_white_box_endpoint(config: AuditConfig, loaded: LoadedModel) -> None:
+    """A model behind an API never gives its weights: white-box attacks fail before the first query."""
+    if not hasattr(loaded.target, "discover_access") or list(config.attacks) == list(DEFAULT_ATTACKS):
+        return
+    white_box = [name for name in config.attacks if name in REGISTRY and REGISTRY[name].access == "white-box"]
+    if white_box:
+        raise ConfigError(
+            f"{config.model}: {', '.join(repr(n) for n in white_box)} need{'s' if len(white_box) == 1 else ''}"
+            " white-box access (the model's weights),"
+            " and a model behind an API answers queries only (drop those attacks from --attacks, or audit the"
+            " PyTorch recipe itself)"
+        )
 
 
 def _query_endpoint_first(loaded: LoadedModel, features: pd.DataFrame) -> None:
@@ -229,12 +258,16 @@ def prepare_audit(config: AuditConfig, model: LoadedModel | None = None, tables:
         config.slice_column,
         tuple(config.ignore_columns),
         id_column=config.id_column,
+        user_column=config.user_column,
         drop_overlap=config.drop_overlap,
         tables=tables,
     )
     fingerprints = dict(pool.fingerprints)
     warnings = pool.split_warnings() + _member_count_warning(pool.n_members)
     features, raw_labels = _with_population(config, pool, fingerprints, warnings)
+    rarity = find_rare_records(features, config.quasi_identifiers, config.rarity_k)  # before anything trains
+    warnings += rarity.warnings(len(pool))
+    _refuse_white_box_endpoint(config, loaded)
     _query_endpoint_first(loaded, features)
     attacks, n_references, skipped = _attacks_for(config, loaded)
     _check_query_budget(loaded, attacks, features)
@@ -266,4 +299,5 @@ def prepare_audit(config: AuditConfig, model: LoadedModel | None = None, tables:
         jobs=jobs,
         target_job=target_job,
         warnings=warnings,
+        rarity=rarity,
     )

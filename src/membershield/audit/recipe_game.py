@@ -20,6 +20,7 @@ model audit retrains a recipe's target.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from membershield.attacks import DEFAULT_ATTACKS, AttackInputs, create_attack
 from membershield.attacks.base import Attack
 from membershield.audit.measure import ProgressCallback
 from membershield.audit.plan import AuditPlan, plan_jobs
-from membershield.audit.prepare import _data_fingerprint
+from membershield.audit.prepare import _data_fingerprint, attack_settings
 from membershield.config import AuditConfig
+from membershield.data.encode import numeric_matrix
 from membershield.data.io import load_table
 from membershield.data.overlap import row_hashes
 from membershield.data.pool import fingerprint_frame, split_features
@@ -41,6 +43,7 @@ from membershield.targets.base import Recipe
 from membershield.targets.kind import sha256_file
 from membershield.targets.registry import recipe_from, resolve
 from membershield.training import LogitCache, ReferenceJob, train_or_load
+from membershield.whitebox_references import RetrainedWhiteBox
 
 
 @dataclass
@@ -106,7 +109,7 @@ def _game_attacks(config: AuditConfig, access: str, n_models: int) -> tuple[list
     """The attacks, checked against the recipe's access and the K - 1 references each model has; from
     the default list one that cannot run is skipped (and said), one asked for by name is an error."""
     default = list(config.attacks) == list(DEFAULT_ATTACKS)
-    attacks = [create_attack(name) for name in config.attacks]
+    attacks = [create_attack(name, attack_settings(config, name)) for name in config.attacks]
     problems = {}
     for attack in attacks:
         found = attack.requirement_problems(target_access=access, gives_recipe=True, queryable=True)
@@ -243,12 +246,21 @@ class GameInputs:
     seed: int
     prepared: PreparedGame
 
-    def for_target(self, k: int, queries: bool) -> AttackInputs:
-        """Model ``k`` as the target and the others as its references."""
+    def for_target(self, k: int, queries: bool, features: bool = False) -> AttackInputs:
+        """Model ``k`` as the target and the others as its references; ``features``: with the records as
+        numbers, for attacks that read them."""
         others = np.arange(self.keep.shape[0]) != k
         live = self._live_queries(k) if queries else None
         n = self.keep.shape[1]
-        return AttackInputs(self.labels, self.logits[k], self.logits[others], self.keep[others], n, self.seed + k, live)
+        numeric = self.numeric_features if features else None
+        return AttackInputs(
+            self.labels, self.logits[k], self.logits[others], self.keep[others], n, self.seed + k, live, numeric
+        )
+
+    @cached_property
+    def numeric_features(self) -> np.ndarray:
+        """The pool as a numeric matrix, built once for all K targets."""
+        return numeric_matrix(self.prepared.features)
 
     def _live_queries(self, k: int) -> LiveQueries:
         """New queries to model ``k``: its cached outputs cannot answer perturbed records, so it is trained
@@ -260,7 +272,20 @@ class GameInputs:
             mask = job.train_mask
             return prepared.recipe.fit(prepared.features[mask], prepared.raw_labels[mask], prepared.classes, job.seed)
 
-        return LiveQueries(live_target, prepared.features, self.labels)
+        others = np.flatnonzero(np.arange(self.keep.shape[0]) != k)
+        return LiveQueries(live_target, prepared.features, self.labels, self.white_box.references(others))
+
+    @cached_property
+    def white_box(self) -> RetrainedWhiteBox:
+        """Every model's white-box signals, each model trained again once and shared by the K targets."""
+        prepared = self.prepared
+
+        def fit(k: int) -> Any:
+            mask = prepared.jobs[k].train_mask
+            seed = prepared.jobs[k].seed
+            return prepared.recipe.fit(prepared.features[mask], prepared.raw_labels[mask], prepared.classes, seed)
+
+        return RetrainedWhiteBox(fit, prepared.n_models, prepared.features, self.labels)
 
 
 class PooledAttack:
@@ -277,7 +302,8 @@ class PooledAttack:
         out = np.empty((n_models, n), dtype=np.float64)
         self._params = []
         for k in range(n_models):
-            out[k] = np.asarray(self.attack.score(inputs.for_target(k, self.attack.needs_queries)))[:n]
+            game = inputs.for_target(k, self.attack.needs_queries, self.attack.needs_features)
+            out[k] = np.asarray(self.attack.score(game))[:n]
             self._params.append(self.attack.params())
             self._progress("models attacked", self._position * n_models + k + 1, self._n_attacks * n_models)
         return out.reshape(-1)

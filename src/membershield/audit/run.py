@@ -14,7 +14,10 @@ from membershield.audit.measure import MeasureSettings, ProgressCallback, run_at
 from membershield.audit.model_outputs import ModelOutputs, live_queries, reference_outputs, target_logits
 from membershield.audit.outputs import AuditRun, write_audit_outputs
 from membershield.audit.prepare import PreparedAudit, prepare_audit
+from membershield.audit.unlearning import check_unlearning, prepare_forgotten
+from membershield.audit.user_level import pool_user_level
 from membershield.config import AuditConfig
+from membershield.data.encode import numeric_matrix
 from membershield.data.pool import Tables
 from membershield.split_check import blind_split_check
 from membershield.targets import LoadedModel
@@ -27,6 +30,8 @@ def _slices(prepared: PreparedAudit) -> dict:
     slices = {"class": prepared.raw_labels[: prepared.n_audit].astype(str)}
     if pool.slice_column is not None and pool.slice_values is not None:
         slices[pool.slice_column] = pool.slice_values.astype(str)
+    if prepared.rarity is not None:
+        slices["rarity"] = prepared.rarity.labels(prepared.n_audit)
     return slices
 
 
@@ -39,8 +44,9 @@ def _split_check(prepared: PreparedAudit, config: AuditConfig, warnings: list[st
     if not config.split_check:
         return None
     n = prepared.n_audit
+    pool = prepared.pool
     split = blind_split_check(
-        prepared.pool.features, prepared.raw_labels[:n], prepared.pool.is_member, seed=config.seed
+        pool.features, prepared.raw_labels[:n], pool.is_member, seed=config.seed, users=pool.user_values
     )
     if (warning := split.warning()) is not None:
         warnings.append(warning)
@@ -66,6 +72,7 @@ def run_audit(
     clock = time.perf_counter()
     report("loading model and data", 0, 0)
     prepared = prepare_audit(config, model, tables)
+    forgotten = prepare_forgotten(config, prepared) if config.forgotten else None
     cache = LogitCache(config.cache) if config.cache else None
     backend = create_backend(config.backend, config.ray_address, config.n_jobs, config.trainer)
     timings["load"] = time.perf_counter() - clock
@@ -81,8 +88,16 @@ def run_audit(
     outputs = ModelOutputs(logits, reference_logits, training)
     timings["references"] = time.perf_counter() - clock
 
+    features = numeric_matrix(prepared.features) if any(a.needs_features for a in prepared.attacks) else None
     inputs = AttackInputs(
-        prepared.labels, logits, reference_logits, prepared.keep, prepared.n_audit, config.seed, live_queries(prepared)
+        prepared.labels,
+        logits,
+        reference_logits,
+        prepared.keep,
+        prepared.n_audit,
+        config.seed,
+        live_queries(prepared),
+        features,
     )
     attacks, columns = run_attacks(
         prepared.attacks,
@@ -94,6 +109,7 @@ def run_audit(
         progress=report,
     )
     timings["attacks"] = sum(r.seconds for r in attacks)
+    user_level = pool_user_level(prepared.pool, columns, MeasureSettings.of(config))
 
     warnings = list(prepared.warnings)
     clock = time.perf_counter()
@@ -102,7 +118,13 @@ def run_audit(
     split = _split_check(prepared, config, warnings)
     if split is not None:
         timings["split_check"] = time.perf_counter() - clock
-    result = model_audit_result(prepared, config, outputs, attacks, split, timings, warnings)
+    unlearning = None
+    if forgotten is not None:
+        clock = time.perf_counter()
+        unlearning = check_unlearning(forgotten, prepared, config, cache, backend, report, warnings)
+        timings["unlearning"] = time.perf_counter() - clock
+    result = model_audit_result(prepared, config, outputs, attacks, split, timings, warnings, user_level=user_level)
+    result.unlearning = unlearning
     run = AuditRun(result, scores_frame(prepared, logits, columns))
     write_audit_outputs(run, config.out, reports=reports)
     return run

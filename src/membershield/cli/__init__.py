@@ -10,7 +10,20 @@ import sys
 
 import typer
 
-from membershield.cli import audit, compare, guard, history, monitor, text
+from membershield.cli import (
+    audit,
+    compare,
+    data,
+    diffusion,
+    guard,
+    history,
+    incident,
+    lineage,
+    monitor,
+    synthetic,
+    text,
+    text_compare,
+)
 from membershield.cli.common import errors
 from membershield.errors import MembershieldError
 
@@ -28,13 +41,20 @@ app.command("targets")(audit.list_targets)
 app.command()(history.gate)
 app.command()(history.history)
 app.command()(history.report)
+app.command()(lineage.lineage)
+app.command()(lineage.risk)
 app.command("audit-text")(text.audit_text)
 app.add_typer(text.canaries_app, name="canaries")
 app.command("extract")(text.extract)
+app.command("audit-diffusion")(diffusion.audit_diffusion)
+app.command("audit-synthetic")(synthetic.audit_synthetic)
 app.command()(compare.compare)
+app.command("compare-text")(text_compare.compare_text)
 app.command()(guard.guard)
 app.command()(monitor.monitor)
+app.command()(incident.incident)
 app.add_typer(guard.keys_app, name="keys")
+app.add_typer(data.data_app, name="data")
 
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
 INTERRUPTED_MESSAGE = "interrupted: finished reference models are cached; run the same command again to resume"

@@ -26,11 +26,14 @@ from membershield.cli.audit_options import (
     CacheOption,
     ConfigOption,
     DataOption,
+    DatasetVersionOption,
+    ForgottenOption,
     HeaderOption,
     HoldoutOption,
     IdColumnOption,
     IgnoreColumnsOption,
     LabelColumnOption,
+    LabelOnlyQueriesOption,
     MaxQueriesOption,
     MlflowOption,
     ModelNameOption,
@@ -41,7 +44,9 @@ from membershield.cli.audit_options import (
     OutOption,
     PlanOption,
     PopulationOption,
+    QuasiIdentifiersOption,
     QueriesPerSecondOption,
+    RarityKOption,
     RayAddressOption,
     RecipeOption,
     ReferencesOption,
@@ -51,8 +56,10 @@ from membershield.cli.audit_options import (
     TextColumnOption,
     TrainerOption,
     TrainOption,
+    UserColumnOption,
 )
 from membershield.cli.common import DropOverlapOption, RichProgress, console, errors, pct
+from membershield.cli.slices_summary import print_subject_results
 from membershield.config import build_config, read_config_file
 from membershield.metrics import nonmembers_needed, unresolved_fprs
 from membershield.result import AuditResult
@@ -99,6 +106,7 @@ def print_summary(result: AuditResult, out: Path) -> None:
             f"not measurable: {result.data['n_nonmembers']} non-member{' trial' if recipe else ''}s cannot"
             f" resolve an FPR of {', '.join(f'{100 * f:g}%' for f in unresolved)} (that needs at least {need})."
         )
+    print_subject_results(result)
     u = result.utility
     if recipe:
         _print_recipe_lines(result)
@@ -112,6 +120,10 @@ def print_summary(result: AuditResult, out: Path) -> None:
         s = result.split_check
         state = "[green]ok[/green]" if s["ok"] else "[bold red]FAILED[/bold red]"
         console.print(f"split check: blind AUC {s['blind_auc']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f}) {state}")
+    if result.unlearning is not None:
+        from membershield.cli.lineage import unlearning_line
+
+        console.print(unlearning_line(result.unlearning), markup=False, highlight=False, soft_wrap=True)
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {warning}")
     console.print(time_summary(result))
@@ -175,6 +187,9 @@ def audit(
     slice_column: SliceColumnOption = None,
     ignore_columns: IgnoreColumnsOption = None,
     id_column: IdColumnOption = None,
+    user_column: UserColumnOption = None,
+    quasi_identifiers: QuasiIdentifiersOption = None,
+    rarity_k: RarityKOption = None,
     drop_overlap: DropOverlapOption = False,
     seed: SeedOption = None,
     out: OutOption = None,
@@ -192,12 +207,15 @@ def audit(
     max_queries: MaxQueriesOption = None,
     queries_per_second: QueriesPerSecondOption = None,
     batch_size: BatchSizeOption = None,
+    label_only_queries: LabelOnlyQueriesOption = None,
     text_column: TextColumnOption = None,
     plan: PlanOption = False,
     mlflow: MlflowOption = False,
     store: StoreOption = None,
     model_name: ModelNameOption = None,
     model_version: ModelVersionOption = None,
+    forgotten: ForgottenOption = None,
+    dataset_version: DatasetVersionOption = None,
 ) -> None:
     """Audit a trained classifier: attack it, measure the leakage, write audit.json and scores.csv; with
     --recipe and --data, audit the training pipeline itself (K models on random halves of the pool)."""
@@ -223,7 +241,9 @@ def audit(
 
         console.print(f"logged to MLflow run {log_audit(run.result.to_dict(), cfg.out)}")
     # after the files exist: they survive a store error
-    recorded = record_audit(cfg.out, store, model_name=model_name, model_version=model_version)
+    recorded = record_audit(
+        cfg.out, store, model_name=model_name, model_version=model_version, dataset_version=dataset_version
+    )
     record = recorded.record
     console.print(f"recorded as audit #{record.id} of '{record.model_name}' in {recorded.store}", markup=False)
 
@@ -237,7 +257,7 @@ AUDIT_PROGRESS = (
     TimeRemainingColumn(),
 )
 # Flags of `audit` that are not settings of the audit itself (AuditConfig).
-NOT_CONFIG = ("config", "plan", "mlflow", "store", "model_name", "model_version")
+NOT_CONFIG = ("config", "plan", "mlflow", "store", "model_name", "model_version", "dataset_version")
 
 
 def _config_flags(given: dict) -> dict:
@@ -247,26 +267,33 @@ def _config_flags(given: dict) -> dict:
     flags["ignore_columns"] = [c.strip() for c in ignore.split(",") if c.strip()] if ignore else None
     flags["drop_overlap"] = flags["drop_overlap"] or None
     flags["headers"] = flags.pop("header") or None
+    qis = flags.pop("quasi_identifiers")
+    flags["quasi_identifiers"] = [c.strip() for c in qis.split(",") if c.strip()] if qis is not None else None
     return flags
 
 
 def list_attacks(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also each attack's settings and defaults.")] = False,
 ) -> None:
-    """List the available attacks (model and text attacks), their access needs and papers."""
-    from membershield.text.attacks import REGISTRY as TEXT_REGISTRY
+    """List the available attacks (model, text, diffusion and synthetic-data attacks), their access and papers."""
+    from membershield.diffusion.attacks import REGISTRY as DIFFUSION_REGISTRY
+    from membershield.synthetic.attacks import REGISTRY as SYNTHETIC_REGISTRY
+    from membershield.text.attacks import KNOWN as TEXT_REGISTRY
 
     table = Table(title="Attacks")
     for column in ("name", "audits", "access", "min. references", "paper"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a narrow terminal folds a name, never cuts it short
     if verbose:
-        table.add_column("settings (defaults)")
+        # each setting on its own line, so that a narrow terminal folds the paper, not a setting
+        table.add_column("settings (defaults)", no_wrap=True)
     rows = [(name, cls, "audit", str(cls.min_references)) for name, cls in REGISTRY.items()]
     rows += [(name, cls, "audit-text", "-") for name, cls in TEXT_REGISTRY.items()]
+    rows += [(name, cls, "audit-diffusion", "-") for name, cls in DIFFUSION_REGISTRY.items()]
+    rows += [(name, cls, "audit-synthetic", "-") for name, cls in SYNTHETIC_REGISTRY.items()]
     for name, cls, command, references in rows:
         cells = [name, command, cls.access, references, cls.citation]
         if verbose:
-            cells.append(", ".join(f"{k}={v}" for k, v in cls.settings().items()) or "-")
+            cells.append("\n".join(f"{k}={v}" for k, v in cls.settings().items()) or "-")
         table.add_row(*cells)
     console.print(table)
 

@@ -29,6 +29,15 @@ PopulationOption = Annotated[Text, _text("Extra records from the same distributi
 SliceColumnOption = Annotated[Text, _text("Column to report per-value results for.")]
 IgnoreColumnsOption = Annotated[Text, _text("Comma-separated columns that are not model features.")]
 IdColumnOption = Annotated[Text, _text("Column identifying each record: overlap is checked by id; not a feature.")]
+UserColumnOption = Annotated[
+    Text, _text("Column naming each record's data subject: adds one membership decision per user; not a feature.")
+]
+QuasiIdentifiersOption = Annotated[
+    Text, _text("Comma-separated feature columns whose rare combinations form the 'rare' slice (default: all).")
+]
+RarityKOption = Annotated[
+    int | None, _text("A record is rare when its quasi-identifier combination occurs fewer than k times (default 5).")
+]
 SeedOption = Annotated[int | None, _text("Seed for every random choice; same seed, same audit.")]
 OutOption = Annotated[Text, _text("Output directory for audit.json and scores.csv.")]
 CacheOption = Annotated[Text, _text("Directory of cached reference-model outputs.")]
@@ -70,6 +79,9 @@ MaxQueriesOption = Annotated[
 ]
 QueriesPerSecondOption = Annotated[float | None, _text("Most records per second sent to the endpoint.")]
 BatchSizeOption = Annotated[int | None, _text("Records per request to the endpoint (default 64).")]
+LabelOnlyQueriesOption = Annotated[
+    int | None, _text("Most records the label-only-boundary attack sends to the target per record (default 100).")
+]
 TextColumnOption = Annotated[Text, _text("Column of texts a text classifier (--model hf:DIR) reads.")]
 # What is done with the audit besides running it; not settings of the audit (AuditConfig).
 PlanOption = Annotated[
@@ -81,3 +93,8 @@ MlflowOption = Annotated[
 StoreOption = Annotated[Text, _text("History database, a file or URL (default .membershield/history.db).")]
 ModelNameOption = Annotated[Text, _text("Name the audit is recorded under (default: the model file's stem).")]
 ModelVersionOption = Annotated[Text, _text("Model version recorded with the audit.")]
+DatasetVersionOption = Annotated[Text, _text("Version label recorded with the training data (--train) in the lineage.")]
+# An unlearning check: records removed before the model was retrained must be at chance against the holdout.
+ForgottenOption = Annotated[
+    Text, _text("Records removed before retraining (unlearning check): audited against --holdout, must be at chance.")
+]

@@ -37,8 +37,9 @@ def guard(
 ) -> None:
     """Serve a model behind API keys, output hardening, rate limits, probing detection and PII redaction.
 
-    --model takes a fitted classifier file (POST /v1/predict) or a causal language model directory written
-    by save_pretrained (POST /v1/generate)."""
+    A fitted classifier file serves POST /v1/predict.
+
+    A causal language model directory (written by save_pretrained) serves POST /v1/generate."""
     from membershield.guard.app import create_app, guard_config
     from membershield.guard.policy import load_policy
     from membershield.guard.serve import bind, serve, url
@@ -57,29 +58,74 @@ def guard(
 keys_app = typer.Typer(help="API keys of the guard service.", no_args_is_help=True)
 
 
+StoreOption = Annotated[str | None, typer.Option(help="History database, a file or URL.")]
+
+
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what the key is for (unique).")],
     admin: Annotated[bool, typer.Option(help="May read alerts and the dashboard.")] = False,
-    store: Annotated[str | None, typer.Option(help="History database, a file or URL.")] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="Who answers for the key (a person or team); incident reports name it.")
+    ] = None,
+    store: StoreOption = None,
 ) -> None:
     """Create an API key and print it once; only its sha256 is stored."""
     from membershield.guard.keys import issue_key
     from membershield.store import open_store
 
     with open_store(store) as opened:
-        token = issue_key(opened, name, admin=admin)
+        token = issue_key(opened, name, admin=admin, owner=owner)
     typer.echo(token)
 
 
-def keys_list(store: Annotated[str | None, typer.Option(help="History database, a file or URL.")] = None) -> None:
-    """Key names, roles and creation times (never the keys themselves)."""
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="The key's name.")],
+    store: StoreOption = None,
+) -> None:
+    """Revoke a key (and any key a rotation replaced): running guards refuse it within a second."""
+    from membershield.guard.key_lifecycle import revoke_key
     from membershield.store import open_store
 
     with open_store(store) as opened:
-        for key in opened.guard_keys():
-            role = "admin" if key.admin else "user"
-            typer.echo(f"{key.name}\t{role}\t{key.created_at.isoformat(timespec='seconds')}")
+        key = revoke_key(opened, name)
+    assert key.revoked_at is not None
+    console.print(f"revoked '{key.name}' at {key.revoked_at.isoformat(timespec='seconds')}", markup=False)
+
+
+def keys_rotate(
+    name: Annotated[str, typer.Argument(help="The key's name.")],
+    grace: Annotated[
+        str, typer.Option(help="How long the replaced key keeps working: 0s, 15m, 1h, 7d (clients switch over).")
+    ] = "1h",
+    store: StoreOption = None,
+) -> None:
+    """Give a key a new secret and print it once; the replaced one works until the grace period ends."""
+    from membershield.guard.key_lifecycle import parse_grace, rotate_key
+    from membershield.store import open_store
+
+    period = parse_grace(grace)
+    with open_store(store) as opened:
+        token, until = rotate_key(opened, name, period)
+    typer.echo(token)
+    typer.echo(f"the replaced key of '{name}' works until {until.isoformat(timespec='seconds')}", err=True)
+
+
+def keys_list(store: StoreOption = None) -> None:
+    """One tab-separated line per key: name, role, owner, created, last used (UTC) and state (active, revoked,
+    rotated with the end of the old key's grace period); never the keys themselves."""
+    from datetime import UTC, datetime
+
+    from membershield.guard.key_lifecycle import key_statuses
+    from membershield.store import open_store
+
+    with open_store(store) as opened:
+        statuses = key_statuses(opened)
+    now = datetime.now(UTC)
+    for status in statuses:
+        typer.echo("\t".join(status.row(now)))
 
 
 keys_app.command("create")(keys_create)
 keys_app.command("list")(keys_list)
+keys_app.command("revoke")(keys_revoke)
+keys_app.command("rotate")(keys_rotate)

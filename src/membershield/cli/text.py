@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.progress import Progress
+from rich.table import Table
 
 from membershield.cli.audit import summary_table
 from membershield.cli.common import (
@@ -28,7 +29,11 @@ def audit_text(
         str | None, typer.Option(help="Reference model directory, e.g. the base model of a fine-tune.")
     ] = None,
     attacks: Annotated[
-        str | None, typer.Option(help="Comma-separated: loss,zlib,lowercase,reference,min-k,min-k-plus-plus.")
+        str | None,
+        typer.Option(
+            help="Comma-separated: loss,zlib,lowercase,reference,min-k,min-k-plus-plus (the default), and"
+            " recall,dc-pdd,neighbourhood (they query the model again, so only when named)."
+        ),
     ] = None,
     text_field: Annotated[str, typer.Option(help="Field of each JSON object holding the text.")] = "text",
     out: Annotated[
@@ -43,6 +48,15 @@ def audit_text(
     stride: Annotated[int | None, typer.Option(help="Step between windows of long texts (default: half).")] = None,
     add_bos: AddBosOption = None,
     drop_overlap: DropOverlapOption = False,
+    recall_shots: Annotated[int, typer.Option(help="ReCaLL: non-member texts in the prefix.")] = 4,
+    recall_prefix: Annotated[
+        str | None, typer.Option(help="ReCaLL: JSONL of known non-members for the prefix (default: the non-members).")
+    ] = None,
+    reference_corpus: Annotated[
+        str | None, typer.Option(help="DC-PDD: JSONL corpus for token frequencies (default: the non-members).")
+    ] = None,
+    dc_pdd_cap: Annotated[float, typer.Option(help="DC-PDD: upper bound a of each token's score.")] = 0.01,
+    neighbours: Annotated[int, typer.Option(help="Neighbourhood: one-token neighbours per text.")] = 10,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Audit a causal language model with text membership attacks; write audit.json and scores.csv."""
@@ -66,6 +80,11 @@ def audit_text(
         device=device,
         add_bos=add_bos,
         drop_overlap=drop_overlap,
+        recall_shots=recall_shots,
+        recall_prefix=recall_prefix,
+        reference_corpus=reference_corpus,
+        dc_pdd_cap=dc_pdd_cap,
+        neighbours=neighbours,
     )
     with Progress(*progress_columns(), console=errors, transient=True) as progress:
         run = run_text_audit(cfg, progress=RichProgress(progress), reports=REPORTS)
@@ -148,24 +167,76 @@ def extract(
     suffix_tokens: Annotated[int, typer.Option(help="Tokens that must be reproduced exactly.")] = 32,
     text_field: Annotated[str, typer.Option(help="Field of each JSON object holding the text.")] = "text",
     out: Annotated[str, typer.Option(help="Output directory for extraction.json.")] = "membershield-extraction",
-    batch_size: Annotated[int, typer.Option(help="Records decoded together.")] = 32,
-    top: Annotated[int, typer.Option(help="Records with the longest reproduced spans to list.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Sequences decoded together.")] = 32,
+    top: Annotated[int, typer.Option(help="Records with the longest reproduced spans to list (greedy).")] = 10,
+    sampling: Annotated[
+        str, typer.Option(help="greedy (argmax) or nucleus (top-p sampling, as a deployed model decodes).")
+    ] = "greedy",
+    top_p: Annotated[
+        str | None, typer.Option(help="Nucleus: top-p values, comma-separated, e.g. 0.5,0.9,1 (default 0.9).")
+    ] = None,
+    samples: Annotated[int | None, typer.Option(help="Nucleus: samples per record and top-p (default 10).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Nucleus: sampling temperature (default 1).")] = None,
+    seed: Annotated[int, typer.Option(help="Nucleus: seed of the samples.")] = 0,
     add_bos: AddBosOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Greedy-decode each record from its prefix; report how many continue verbatim; writes extraction.json."""
+    """Decode each record from its prefix (greedy, or nucleus-sampled at each top-p); report how many
+    continue verbatim; writes extraction.json."""
+    from membershield.errors import ConfigError
     from membershield.targets.registry import load_for
     from membershield.text.data import load_jsonl
-    from membershield.text.extraction import extract_verbatim
+    from membershield.text.extraction import SamplingSettings, extract_sampled, extract_verbatim, parse_top_ps
     from membershield.text.render import extraction_table
 
+    if sampling not in ("greedy", "nucleus"):
+        raise ConfigError(f"--sampling must be greedy or nucleus, got '{sampling}'")
+    nucleus_flags = {"--top-p": top_p, "--samples": samples, "--temperature": temperature}
+    if sampling == "greedy" and any(v is not None for v in nucleus_flags.values()):
+        given = ", ".join(flag for flag, v in nucleus_flags.items() if v is not None)
+        raise ConfigError(f"{given} apply to nucleus sampling; add --sampling nucleus")
+    settings = None
+    if sampling == "nucleus":
+        settings = SamplingSettings(
+            top_ps=tuple(parse_top_ps(top_p or "0.9")),
+            samples=10 if samples is None else samples,
+            temperature=1.0 if temperature is None else temperature,
+            seed=seed,
+            batch_size=batch_size,
+        ).validate()
     records = load_jsonl(data, text_field)
     lm = load_for("audit-text", model, device=device, add_bos=add_bos).target
     with Progress(*progress_columns(), console=errors, transient=True) as progress:
-        doc = extract_verbatim(lm, records, prefix_tokens, suffix_tokens, batch_size, top, RichProgress(progress))
+        if settings is None:
+            doc = extract_verbatim(lm, records, prefix_tokens, suffix_tokens, batch_size, top, RichProgress(progress))
+        else:
+            doc = extract_sampled(lm, records, prefix_tokens, suffix_tokens, settings, RichProgress(progress))
     write_json(Path(out) / "extraction.json", doc)
-    console.print(extraction_table(doc))
+    console.print(extraction_table(doc) if settings is None else nucleus_table(doc))
     console.print(f"wrote {Path(out) / 'extraction.json'}", markup=False, highlight=False, soft_wrap=True)
+
+
+def nucleus_table(doc: dict) -> Table:
+    """Per top-p: records with an exact sample (and their 95% interval), and the share the exact
+    probabilities expect."""
+    table = Table(
+        title=f"Nucleus extraction: {doc['n_tested']} records, {doc['samples']} samples each at temperature"
+        f" {doc['temperature']:g}; extracted = a sample continues exactly for {doc['suffix_tokens']} tokens"
+        f" after {doc['prefix_tokens']}",
+        title_justify="left",
+    )
+    for column in ("top-p", "extracted", "share (95% CI)", "exact samples", "expected share"):
+        table.add_column(column, justify="right")
+    for row in doc["by_top_p"]:
+        table.add_row(
+            f"{row['top_p']:g}",
+            f"{row['n_extracted']}/{row['n_tested']}",
+            f"{100 * row['extracted_share']:.1f}% ({100 * row['extracted_share_ci_low']:.1f}–"
+            f"{100 * row['extracted_share_ci_high']:.1f}%)",
+            f"{row['exact_samples']}/{row['n_tested'] * doc['samples']}",
+            f"{100 * row['expected_share']:.1f}%",
+        )
+    return table
 
 
 canaries_app.command("insert")(canaries_insert)

@@ -20,6 +20,7 @@ from membershield.data.overlap import (
     row_hashes,
 )
 from membershield.errors import InputDataError
+from membershield.metrics.user_level import users_on_both_sides
 
 
 def fingerprint_frame(frame: pd.DataFrame) -> str:
@@ -49,6 +50,8 @@ class Pool:
     fingerprints: dict[str, str]
     dropped_overlap: Overlap | None = None  # records that were on both sides, removed (--drop-overlap)
     near_duplicates: NearDuplicates | None = None
+    user_column: str | None = None  # --user-column: the data subject of each record (never a feature)
+    user_values: np.ndarray | None = None
 
     def split_warnings(self) -> list[str]:
         """What the audit result must say about the split itself."""
@@ -144,6 +147,21 @@ class Tables:
     nonmembers: pd.DataFrame
 
 
+def _check_identifier_columns(
+    frames: list[pd.DataFrame], paths: tuple[Path, Path], id_column: str | None, user_column: str | None
+) -> None:
+    for frame, path in zip(frames, paths, strict=True):
+        if id_column is not None and id_column not in frame.columns:
+            raise InputDataError(
+                f"id column '{id_column}' not found in {path}; columns are: {_preview(frame.columns)} (set --id-column)"
+            )
+        if user_column is not None and user_column not in frame.columns:
+            raise InputDataError(
+                f"user column '{user_column}' not found in {path}; columns are: {_preview(frame.columns)}"
+                " (set --user-column to the column naming each record's data subject)"
+            )
+
+
 def build_pool(
     members_path: str | Path,
     nonmembers_path: str | Path,
@@ -154,21 +172,21 @@ def build_pool(
     id_column: str | None = None,
     drop_overlap: bool = False,
     tables: Tables | None = None,
+    user_column: str | None = None,
 ) -> Pool:
     """Load members (the target's training records) and non-members into one validated pool.
 
     A record on both sides (identical features, or the same ``id_column`` value) is an error, or with
     ``drop_overlap`` is removed from both; near-duplicates across the split are counted for a warning.
-    The id column is never a feature.
+    The id and user columns are never features; a user with records on both sides is an error.
     """
     paths = (Path(members_path), Path(nonmembers_path))
     frames = [tables.members, tables.nonmembers] if tables is not None else [load_table(p) for p in paths]
-    not_features = tuple(ignore_columns) + ((id_column,) if id_column and id_column not in ignore_columns else ())
-    for frame, path in zip(frames, paths, strict=True):
-        if id_column is not None and id_column not in frame.columns:
-            raise InputDataError(
-                f"id column '{id_column}' not found in {path}; columns are: {_preview(frame.columns)} (set --id-column)"
-            )
+    not_features = tuple(ignore_columns)
+    for identifier in (id_column, user_column):
+        if identifier and identifier not in not_features:
+            not_features += (identifier,)
+    _check_identifier_columns(frames, paths, id_column, user_column)
     parts = [split_features(f, p, label_column, slice_column, not_features) for f, p in zip(frames, paths, strict=True)]
     (f_in, _, _), (f_out, _, _) = parts
     if list(f_in.columns) != list(f_out.columns):
@@ -203,6 +221,10 @@ def build_pool(
     is_member = np.concatenate([np.ones(len(y_in), bool), np.zeros(len(y_out), bool)])
     slices = np.concatenate([s_in, s_out]) if s_in is not None and s_out is not None else None
     near = find_near_duplicates(f_in, f_out)
+    users = None
+    if user_column is not None:
+        users = np.concatenate([frame[user_column].to_numpy()[rows] for frame, rows in zip(frames, kept, strict=True)])
+        _check_users(users, is_member, user_column, paths)
     return Pool(
         features=features,
         labels=labels,
@@ -216,7 +238,28 @@ def build_pool(
         near_duplicates=replace(
             near, nonmember_rows=kept[1][near.nonmember_rows], member_rows=kept[0][near.member_rows]
         ),
+        user_column=user_column,
+        user_values=users,
     )
+
+
+def _check_users(users: np.ndarray, is_member: np.ndarray, column: str, paths: tuple[Path, Path]) -> None:
+    """A user-level audit needs every user on one side of the split, and two users on each side."""
+    if pd.isna(users).any():
+        row = int(np.flatnonzero(pd.isna(users))[0])
+        raise InputDataError(f"user column '{column}' is empty at record {row}; give every record its user")
+    both = users_on_both_sides(users, is_member)
+    if both:
+        shown = ", ".join(repr(u) for u in both[:5]) + (", ..." if len(both) > 5 else "")
+        raise InputDataError(
+            f"{len(both)} user(s) of column '{column}' have records in both {paths[0]} and {paths[1]} ({shown}):"
+            " a user-level audit needs each user's records on one side; split members and non-members by user"
+        )
+    for side, role in ((is_member, "member"), (~is_member, "non-member")):
+        if len(set(users[side].astype(str).tolist())) < 2:
+            raise InputDataError(
+                f"fewer than 2 {role} users in column '{column}'; a user-level audit needs at least 2 on each side"
+            )
 
 
 def load_population(

@@ -331,14 +331,15 @@ class CompareRun:
 
 
 def _with_output_defense_attacks(attacks: list[str], variants: list[Variant], notes: list[str]) -> list[str]:
-    """``attacks`` plus the ones an output defense must face, noting any added."""
-    if any(v.kind == "output" for v in variants):
+    """``attacks`` plus the ones an output defense (or a training defense that rewrites answers) must face,
+    noting any added."""
+    if any(v.kind == "output" or getattr(v.defense, "modifies_outputs", False) for v in variants):
         added = [a for a in OUTPUT_DEFENSE_ATTACKS if a not in attacks]
         attacks += added
         if added:
             notes.append(
-                f"added {', '.join(added)} for every variant: an output defense must also face attacks that"
-                " need no confidences"
+                f"added {', '.join(added)} for every variant: a defense that changes the answers must also face"
+                " attacks that need no confidences"
             )
     return attacks
 

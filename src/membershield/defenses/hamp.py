@@ -78,6 +78,7 @@ class ModifiedOutputs(nn.Module):
 class Hamp(TrainingDefense):
     name = "hamp"
     citation = "Chen & Pattabiraman, NDSS 2024"
+    modifies_outputs = True
 
     def __init__(self, entropy: float = 0.5, alpha: float = 0.01) -> None:
         self.entropy = entropy

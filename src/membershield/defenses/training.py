@@ -124,6 +124,9 @@ class TrainingDefense:
 
     name: ClassVar[str]
     citation: ClassVar[str] = ""
+    # A defense whose released model also rewrites its answers (HAMP) hides the confidences a label-only
+    # attacker does without, so compare attacks it with label-only attacks too.
+    modifies_outputs: ClassVar[bool] = False
 
     def params(self) -> dict[str, Any]:
         return {}

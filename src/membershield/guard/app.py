@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
@@ -34,6 +35,7 @@ from membershield.guard.keys import hash_key, issue_key
 from membershield.guard.openapi import BEARER, error_responses, generate_openapi, predict_openapi
 from membershield.guard.predict import local_answer, upstream_answer
 from membershield.guard.service import GuardService
+from membershield.store import StoreError
 
 __all__ = ["GuardConfig", "create_app", "guard_config", "hash_key", "issue_key"]
 
@@ -69,6 +71,7 @@ def create_app(config: GuardConfig) -> FastAPI:
         _add_generate_route(app, service)
     else:
         _add_predict_route(app, service)
+        _add_incident_route(app, service)
     _add_admin_routes(app, service)
     return app
 
@@ -145,6 +148,7 @@ def _add_predict_route(app: FastAPI, service: GuardService) -> None:
             )
         request.state.n_records = len(records)
         service.metrics.records.inc(len(records))
+        service.log_query(key, records.matrix, answer)
         alerts = await service.detector_cost.run(service.detector.observe, len(records), key.name, records.matrix)
         if alerts:
             await run_in_threadpool(service.record_alerts, alerts)
@@ -195,6 +199,36 @@ def _single_valued(request: Request) -> None:
             f"query parameter {short(repeated[0])} is given {names.count(repeated[0])} times; give it once",
             "invalid_input",
         )
+
+
+def _add_incident_route(app: FastAPI, service: GuardService) -> None:
+    """``GET /v1/alerts/{id}``: a classifier's guard only (the detector reads numeric records, so a text
+    model's guard raises no alert)."""
+    config = service.config
+
+    @app.get(
+        "/v1/alerts/{alert_id}",
+        openapi_extra={"security": BEARER},
+        responses=error_responses("401", "403", "404", "422", "503"),
+    )
+    def alert_incident(request: Request, alert_id: Annotated[int, PathParameter(ge=1, le=2**31 - 1)]) -> dict[str, Any]:
+        """One alert as an incident: its key (name, owner, state), what the key learnt against the model's
+        latest audit (records asked, members among them, confirmable at 1% FPR with the guard's answers) and
+        the steps taken (admin keys only)."""
+        from membershield.guard.incident_report import incident_document
+
+        service.require_admin(request)
+        _single_valued(request)
+        alert = service.store.alert(alert_id)
+        if alert is None or alert["model"] != config.model_name:
+            raise GuardError(404, f"no alert #{alert_id} of model '{config.model_name}'", "not_found")
+        service.log.flush()  # the key's last requests are in the store before they are counted
+        try:
+            return incident_document(service.store, service.incidents, alert_id)
+        except StoreError as exc:
+            raise GuardError(503, str(exc), "store_error") from exc
+        except MembershieldError as exc:
+            raise GuardError(422, str(exc), "invalid_input") from exc
 
 
 def _add_admin_routes(app: FastAPI, service: GuardService) -> None:

@@ -1,5 +1,6 @@
 """The dashboard page: audit history per model (AUC and TPR at 1% FPR per version, as inline SVG), live
-alerts and the keys that query most. Server-rendered with Jinja2; the page runs no script."""
+alerts with what each key learnt (the newest ones, see :mod:`.incident`) and the keys that query most.
+Server-rendered with Jinja2; the page runs no script."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"]))
 WIDTH, HEIGHT, PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 560, 240, 44, 16, 16, 48
 SERIES = (("AUC", "#1f5fa8"), ("TPR @ 1% FPR", "#c0392b"))
+EXPLAINED_ALERTS = 10  # the newest alerts whose keys' learning is worked out on the page
 
 
 def trend_points(records: list[AuditRecord]) -> list[dict[str, Any]]:
@@ -84,6 +86,20 @@ def trend_svg(points: list[dict[str, Any]], title: str) -> Markup:
     return Markup("".join(parts))
 
 
+def learnt_summaries(service: GuardService, alerts: list[dict[str, Any]]) -> dict[int, str]:
+    """Per alert (the newest few), one line on what its key learnt, or why that cannot be told."""
+    from membershield.errors import MembershieldError
+    from membershield.guard.incident_report import summary_line
+
+    lines = {}
+    for alert in alerts[:EXPLAINED_ALERTS]:
+        try:
+            lines[alert["id"]] = summary_line(service.incidents.learnt(alert))
+        except MembershieldError as exc:
+            lines[alert["id"]] = f"cannot be told: {exc}"
+    return lines
+
+
 def render_dashboard(service: GuardService) -> str:
     store = service.store
     by_model: dict[str, list[AuditRecord]] = {}
@@ -96,11 +112,13 @@ def render_dashboard(service: GuardService) -> str:
         points = trend_points(by_model[name])
         models.append({"name": name, "points": points, "svg": trend_svg(points, f"Audit trend of {name}")})
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    alerts = store.alerts(limit=50, model_name=guarded)
     return _ENV.get_template("dashboard.html").render(
         model=guarded,
         mode="upstream " + service.config.upstream if service.config.upstream else "local model",
         models=models,
-        alerts=store.alerts(limit=50, model_name=guarded),
+        alerts=alerts,
+        learnt=learnt_summaries(service, alerts),
         top_today=store.guard_usage(since=day, limit=10, model_name=guarded),
         top_all=store.guard_usage(limit=10, model_name=guarded),
         policy=service.policy.to_dict(),

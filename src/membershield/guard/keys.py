@@ -22,14 +22,26 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def issue_key(store: Store, name: str, *, admin: bool = False) -> str:
-    """Create an API key (a random 32-byte token); only its sha256 is stored, so this is the one time it is seen."""
-    # the name is how alerts, limits and the dashboard tell keys apart, and it goes into one-line messages
-    if not name.strip() or not name.isprintable() or len(name) > 255:
+def new_token() -> str:
+    """A fresh API key: a random 32-byte token."""
+    return "msk_" + secrets.token_urlsafe(32)
+
+
+def _check_label(what: str, value: str, meaning: str) -> None:
+    if not value.strip() or not value.isprintable() or len(value) > 255:
         raise ConfigError(
-            "a key name must be 1 to 255 printable characters on one line (who or what the key is for),"
-            f" got {short(name)}"
+            f"a key {what} must be 1 to 255 printable characters on one line ({meaning}), got {short(value)}"
         )
-    token = "msk_" + secrets.token_urlsafe(32)
-    store.create_key(name, hash_key(token), admin=admin)
+
+
+def issue_key(store: Store, name: str, *, admin: bool = False, owner: str | None = None) -> str:
+    """Create an API key (a random 32-byte token); only its sha256 is stored, so this is the one time it is seen.
+
+    ``owner`` is who answers for the key (a person or a team, e.g. an e-mail address): incident reports name it."""
+    # the name is how alerts, limits and the dashboard tell keys apart, and it goes into one-line messages
+    _check_label("name", name, "who or what the key is for")
+    if owner is not None:
+        _check_label("owner", owner, "who answers for the key")
+    token = new_token()
+    store.create_key(name, hash_key(token), admin=admin, owner=owner)
     return token

@@ -14,8 +14,9 @@ ERROR_BODY = {
 }
 ERRORS = {
     "400": "The body is not valid JSON.",
-    "401": "No API key, or an unknown one.",
+    "401": "No API key, an unknown or revoked one, or one a rotation replaced whose grace period ended.",
     "403": "The key is not an admin key.",
+    "404": "No such alert of this guard's model.",
     "413": "The body is over [server] max_body_bytes.",
     "422": "The body is valid JSON but not valid input (the message says which record and why).",
     "429": "Rate limit, daily budget or probing throttle reached; Retry-After says when to try again.",

@@ -37,6 +37,8 @@ class DetectorConfig:
     cooldown_seconds: float = 300.0  # one alert per key and pattern in this time
     throttle: bool = False  # answer 429 to a key for throttle_seconds after it raised an alert
     throttle_seconds: float = 600.0
+    # keep each key's records and the answers it got in the store, so an incident can say what it learnt
+    record_queries: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The guard's request log: rows written to the store from one background thread, in batches."""
+"""The guard's request log: rows written to the store from one background thread, in batches, with the
+records each answered request held and the answers it was given (:mod:`.query_log`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from collections import deque
 from typing import Any
 
+from membershield.guard.query_log import AnsweredQuery, encode
 from membershield.store import Store, StoreError
 
 
@@ -23,6 +25,7 @@ class RequestLog:
         self.store = store
         self.interval = interval
         self.rows: deque[dict[str, Any]] = deque()
+        self.queries: deque[AnsweredQuery] = deque()
         self.failed = 0
         self._added = 0
         self._done = 0
@@ -36,6 +39,10 @@ class RequestLog:
         self._added += 1  # only the event loop's thread adds
         self.rows.append(row)
 
+    def add_query(self, query: AnsweredQuery) -> None:
+        """An answered request's records and answers; written with the request rows (added just before it)."""
+        self.queries.append(query)
+
     def _run(self) -> None:
         while True:
             self._wake.wait(self.interval)
@@ -44,18 +51,24 @@ class RequestLog:
             batch = []
             while self.rows:
                 batch.append(self.rows.popleft())
+            # after the rows: a request's query is added before its row, so it is written no later than the row
+            queries = []
+            while self.queries:
+                queries.append(self.queries.popleft())
+            if queries:
+                self._write(self.store.record_queries, [encode(q) for q in queries])
             if batch:
-                self._write(batch)
+                self._write(self.store.record_requests, batch)
             with self._progress:
                 self._done += len(batch)
                 self._progress.notify_all()
             if stop:
                 return
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _write(self, write: Any, rows: list[dict[str, Any]]) -> None:
         for attempt in range(3):
             try:
-                self.store.record_requests(rows)
+                write(rows)
                 return
             except StoreError:
                 time.sleep(0.2 * (attempt + 1))

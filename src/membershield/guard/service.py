@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
@@ -17,9 +18,15 @@ from membershield.guard.limits import RateLimiter
 from membershield.guard.metrics import GuardMetrics
 from membershield.guard.pii import presidio_analyzer, redact
 from membershield.guard.predict import Hardener, LocalScorer
+from membershield.guard.query_log import AnsweredQuery
 from membershield.guard.request_log import RequestLog
 from membershield.guard.upstream import UpstreamClient
 from membershield.store import GuardKey, StoreError, open_store
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from membershield.guard.incident_report import IncidentAnalyst
 
 
 class GuardService:
@@ -51,8 +58,19 @@ class GuardService:
         self.upstream = (
             UpstreamClient(config.upstream, config.policy.server.upstream_timeout_seconds) if config.upstream else None
         )
+        self._incidents: IncidentAnalyst | None = None
+
+    @property
+    def incidents(self) -> IncidentAnalyst:
+        """What alerts' keys learnt (made on first use: it loads the attacks and, per audit, its model and data)."""
+        if self._incidents is None:
+            from membershield.guard.incident_report import IncidentAnalyst
+
+            self._incidents = IncidentAnalyst(self.store, fallback=self.policy.output)
+        return self._incidents
 
     def close(self) -> None:
+        self.auth.close()
         self.log.close()
         if self.upstream is not None:
             self.upstream.close()
@@ -98,11 +116,24 @@ class GuardService:
             self.metrics.redactions.labels(kind=kind).inc(n)
         return redacted, dict(counts)
 
+    def log_query(self, key: GuardKey, records: np.ndarray, answer: dict[str, Any]) -> None:
+        """Keep the records a key sent and the answers it got (written by the request log's thread)."""
+        if self.policy.detector.record_queries:
+            self.log.add_query(
+                AnsweredQuery(
+                    key.name, self.config.model_name, datetime.now(UTC), records, answer["predictions"],
+                    answer.get("classes"),
+                )
+            )  # fmt: skip
+
     def record_alerts(self, alerts: list) -> list[dict[str, Any]]:
         written = []
+        policy = self.policy.to_dict()  # with the alert: the output hardening the key's answers had
         for alert in alerts:
             self.metrics.alerts.labels(pattern=alert.pattern).inc()
             written.append(
-                self.store.record_alert(alert.key, self.config.model_name, alert.pattern, alert.evidence, alert.time)
+                self.store.record_alert(
+                    alert.key, self.config.model_name, alert.pattern, alert.evidence, alert.time, policy
+                )
             )
         return written

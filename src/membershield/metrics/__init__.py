@@ -18,9 +18,10 @@ cannot certify (:func:`nonmembers_needed`) is reported as not measurable rather 
 One module per question: :mod:`.intervals` (binomial intervals), :mod:`.roc` (curve and AUC),
 :mod:`.rates` (TPR at a fixed FPR and when it is measurable), :mod:`.precision` (precision at a prior),
 :mod:`.advantage`, :mod:`.epsilon` (empirical ε), :mod:`.slices` (per-record exposure, per-group
-metrics), and for the pooled trials of a recipe audit :mod:`.clustered` (two-way clustered bootstrap
-intervals) and :mod:`.exposure` (per-record exposure across models). Every public name is importable
-from ``membershield.metrics``.
+metrics), :mod:`.user_level` (one decision per data subject from their records' scores), and for the
+pooled trials of a recipe audit :mod:`.clustered` (two-way clustered bootstrap intervals) and
+:mod:`.exposure` (per-record exposure across models). Every public name is importable from
+``membershield.metrics``.
 """
 
 from membershield.metrics.advantage import Advantage, membership_advantage
@@ -45,6 +46,13 @@ from membershield.metrics.rates import (
 )
 from membershield.metrics.roc import RocCurve, auc, auc_with_ci, roc
 from membershield.metrics.slices import slice_metrics, top_exposed
+from membershield.metrics.user_level import (
+    Users,
+    aggregate_user_scores,
+    group_users,
+    nonmember_log_odds,
+    users_on_both_sides,
+)
 
 __all__ = [
     "Advantage",
@@ -56,6 +64,8 @@ __all__ = [
     "RocCurve",
     "TprAtFpr",
     "TwoWayBootstrap",
+    "Users",
+    "aggregate_user_scores",
     "auc",
     "auc_with_ci",
     "clopper_pearson",
@@ -63,8 +73,10 @@ __all__ = [
     "clustered_epsilon_lower_bound",
     "clustered_roc",
     "empirical_epsilon_lower_bound",
+    "group_users",
     "headline_ppv",
     "membership_advantage",
+    "nonmember_log_odds",
     "nonmembers_needed",
     "ppv_at_prior",
     "rate_difference_interval",
@@ -75,4 +87,5 @@ __all__ = [
     "top_exposed",
     "tpr_at_fpr",
     "unresolved_fprs",
+    "users_on_both_sides",
 ]

@@ -29,6 +29,7 @@ from membershield.report import (
     verdict,
     write_text,
 )
+from membershield.report.subjects import rarity_view, user_level_view, worst_slice_view
 from membershield.result import AuditResult
 
 CALIBRATION_BINS = 10
@@ -133,6 +134,9 @@ def _calibration_section(document: dict[str, Any], scores: pd.DataFrame | None, 
     if document.get("mode") == "recipe":
         # Its bootstrap would resample trials as if independent, and hold them all in memory at once.
         note = "a recipe audit has one calibration per model; each model's accuracy is in audit.json (game.per_model)"
+        return {"available": False, "note": note}
+    if document.get("mode") == "diffusion":
+        note = "a diffusion model predicts no labels to calibrate; its denoising loss per group is above"
         return {"available": False, "note": note}
     if scores is None:
         return {"available": False, "note": note}
@@ -321,6 +325,9 @@ def context(result: AuditResult | dict[str, Any], scores: pd.DataFrame | None, s
         "plots": _score_plots(document, scores),
         "scores_note": scores_note,
         "slices": _slice_tables(document),
+        "worst_slice": worst_slice_view(document),
+        "user_level": user_level_view(document),
+        "rarity": rarity_view(document),
         "exposed": _exposed(document, scores, top.attack["name"]),
         "calibration": _calibration_section(document, scores, scores_note),
         "sources": _sources(document),

@@ -14,6 +14,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from membershield.metrics import unresolved_fprs
 from membershield.report import fmt_count_rate, fmt_fpr, fmt_interval, fmt_pct, not_measurable, verdict
+from membershield.report.subjects import user_level_view, worst_slice_view
 from membershield.result import AuditResult, rate_in
 
 
@@ -22,14 +23,15 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_rate(rate: dict[str, Any] | None) -> str:
+def _md_rate(rate: dict[str, Any] | None, unit: str = "s") -> str:
+    """A TPR entry in a cell; ``unit`` ends the words member(s)/non-member(s): " users" for user-level rates."""
     if rate is None:
         return "n/a"
     if not rate["measurable"] or rate["tpr"] is None:
-        return not_measurable(rate)
+        return not_measurable(rate) if unit == "s" else f"not measurable ({rate['n_nonmembers']} non-member{unit})"
     return (
         f"{fmt_pct(rate['tpr'])} ({fmt_interval(rate['ci_low'], rate['ci_high'])});"
-        f" {rate['tp']}/{rate['n_members']} members, {rate['fp']}/{rate['n_nonmembers']} non-members"
+        f" {rate['tp']}/{rate['n_members']} member{unit}, {rate['fp']}/{rate['n_nonmembers']} non-member{unit}"
     )
 
 
@@ -92,4 +94,22 @@ def render_markdown(result: AuditResult | dict[str, Any]) -> str:
         accuracy=accuracy,
         unresolved=unresolved_fprs(fprs, n_out),
         version=version,
+        worst_slice=worst_slice_view(document),
+        user_rows=_user_rows(document, fprs),
     )
+
+
+def _user_rows(document: dict[str, Any], fprs: list[float]) -> list[dict[str, Any]]:
+    """One table row per attack and aggregation of a user-level audit (rates count users)."""
+    view = user_level_view(document)
+    if view is None:
+        return []
+    return [
+        {
+            "name": row["attack"],
+            "aggregation": row["aggregation"],
+            "auc": _md_auc(row["entry"]),
+            "rates": [_md_rate(rate_in(row["entry"]["tpr_at_fpr"], f), " users") for f in fprs],
+        }
+        for row in view["rows"]
+    ]

@@ -11,8 +11,9 @@ with an advisory lock. Every database failure (a damaged file, a lock held too l
 server) surfaces as one :class:`StoreError` line.
 
 The modules: ``schema`` (the tables), ``records`` (rows as plain values), ``engine`` (where the store is
-and how to reach it), ``errors``, ``connection`` (sessions and migrations), ``audits`` and ``guard_log``
-(what is kept); :class:`Store` here joins the last two.
+and how to reach it), ``errors``, ``connection`` (sessions and migrations), ``audits``, ``guard_keys``,
+``guard_log`` and ``lineage`` (what is kept: audits, the guard's keys and log, the datasets audits read);
+:class:`Store` here joins the last four.
 """
 
 from __future__ import annotations
@@ -21,16 +22,22 @@ from membershield.store.audits import AuditHistory, audit_key, default_model_nam
 from membershield.store.connection import HEAD, StoreConnection
 from membershield.store.engine import DEFAULT_STORE, DEFAULT_TIMEOUT, STORE_ENV, resolve_url
 from membershield.store.errors import StoreError
+from membershield.store.guard_keys import GuardKeys
 from membershield.store.guard_log import GuardLog
+from membershield.store.lineage import ROLES, DatasetEntry, DatasetRecord, DatasetUse, Lineage
 from membershield.store.records import AuditRecord, GuardKey
 from membershield.store.schema import (
     QUERY_ENDPOINTS,
     VERSION_TABLE,
     AuditRow,
     Base,
+    DatasetRow,
+    DatasetUseRow,
     GateRunRow,
     GuardAlertRow,
+    GuardKeyGraceRow,
     GuardKeyRow,
+    GuardQueryRow,
     GuardRequestRow,
 )
 
@@ -39,16 +46,25 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "HEAD",
     "QUERY_ENDPOINTS",
+    "ROLES",
     "STORE_ENV",
     "VERSION_TABLE",
     "AuditRecord",
     "AuditRow",
     "Base",
+    "DatasetEntry",
+    "DatasetRecord",
+    "DatasetRow",
+    "DatasetUse",
+    "DatasetUseRow",
     "GateRunRow",
     "GuardAlertRow",
     "GuardKey",
+    "GuardKeyGraceRow",
     "GuardKeyRow",
+    "GuardQueryRow",
     "GuardRequestRow",
+    "Lineage",
     "Store",
     "StoreError",
     "audit_key",
@@ -58,7 +74,7 @@ __all__ = [
 ]
 
 
-class Store(AuditHistory, GuardLog, StoreConnection):
+class Store(AuditHistory, GuardKeys, GuardLog, Lineage, StoreConnection):
     """An open history store. Use as a context manager, or call :meth:`close`."""
 
 

@@ -1,45 +1,21 @@
-"""What the guard service keeps in the history store: its API keys, the requests it served, its alerts."""
+"""What the guard service keeps in the history store: the requests it served, the records each key queried
+with the answers it was given, and its alerts (its API keys: :mod:`.guard_keys`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.exc import IntegrityError
 
 from membershield.store.connection import StoreConnection
-from membershield.store.errors import StoreError
-from membershield.store.records import GuardKey, alert_dict, guard_key
-from membershield.store.schema import QUERY_ENDPOINTS, GuardAlertRow, GuardKeyRow, GuardRequestRow
+from membershield.store.records import alert_dict, as_utc
+from membershield.store.schema import QUERY_ENDPOINTS, GuardAlertRow, GuardQueryRow, GuardRequestRow
 
 
 class GuardLog(StoreConnection):
-    """The guard's keys, request log and alerts in an open store."""
-
-    def create_key(self, name: str, key_sha256: str, *, admin: bool = False) -> GuardKey:
-        """Store a new API key by its hash; a name already in use is an error."""
-        row = GuardKeyRow(name=name, key_sha256=key_sha256, admin=admin, created_at=datetime.now(UTC))
-        try:
-            with self._session() as session:
-                session.add(row)
-        except StoreError as exc:
-            if isinstance(exc.__cause__, IntegrityError):
-                raise StoreError(f"history store {self.display} already has a guard key named '{name}'") from exc
-            raise
-        return guard_key(row)
-
-    def find_key(self, key_sha256: str) -> GuardKey | None:
-        """The key whose hash is ``key_sha256``, if any."""
-        with self._session() as session:
-            row = session.scalars(select(GuardKeyRow).where(GuardKeyRow.key_sha256 == key_sha256)).first()
-            return guard_key(row) if row else None
-
-    def guard_keys(self) -> list[GuardKey]:
-        with self._session() as session:
-            rows = session.scalars(select(GuardKeyRow).order_by(GuardKeyRow.id)).all()
-            return [guard_key(r) for r in rows]
+    """The guard's request log, query log and alerts in an open store."""
 
     def record_requests(self, requests: list[Mapping[str, Any]]) -> None:
         """Log served requests (key_name, model_name, endpoint, status, n_records, latency_ms, detail, created_at)."""
@@ -50,16 +26,59 @@ class GuardLog(StoreConnection):
         with self._guard(), self.engine.begin() as connection:
             connection.execute(insert(GuardRequestRow), [dict(r) for r in requests])
 
+    def record_queries(self, queries: list[Mapping[str, Any]]) -> None:
+        """Log answered requests' records and answers (key_name, model_name, n_records, n_features, records,
+        n_classes, answers, created_at: see :class:`GuardQueryRow`)."""
+        if not queries:
+            return
+        with self._guard(), self.engine.begin() as connection:
+            connection.execute(insert(GuardQueryRow), [dict(q) for q in queries])
+
+    def queries_of(self, key_name: str, model_name: str, until: datetime | None = None) -> list[dict[str, Any]]:
+        """The logged requests of one key to one model's guard, oldest first (up to ``until`` when given)."""
+        query = select(GuardQueryRow).where(GuardQueryRow.key_name == key_name, GuardQueryRow.model_name == model_name)
+        if until is not None:
+            query = query.where(GuardQueryRow.created_at <= until)
+        with self._session() as session:
+            rows = session.scalars(query.order_by(GuardQueryRow.created_at, GuardQueryRow.id)).all()
+            return [
+                {
+                    "n_records": r.n_records,
+                    "n_features": r.n_features,
+                    "records": r.records,
+                    "n_classes": r.n_classes,
+                    "answers": r.answers,
+                    "created_at": as_utc(r.created_at),
+                }
+                for r in rows
+            ]
+
     def record_alert(
-        self, key_name: str, model_name: str, pattern: str, evidence: Mapping[str, Any], created_at: datetime
+        self,
+        key_name: str,
+        model_name: str,
+        pattern: str,
+        evidence: Mapping[str, Any],
+        created_at: datetime,
+        policy: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         row = GuardAlertRow(
-            key_name=key_name, model_name=model_name, pattern=pattern, evidence=dict(evidence), created_at=created_at
+            key_name=key_name,
+            model_name=model_name,
+            pattern=pattern,
+            evidence=dict(evidence),
+            created_at=created_at,
+            policy=dict(policy) if policy is not None else None,
         )
         with self._session() as session:
             session.add(row)
             session.flush()
             return alert_dict(row)
+
+    def alert(self, alert_id: int) -> dict[str, Any] | None:
+        with self._session() as session:
+            row = session.get(GuardAlertRow, alert_id)
+            return alert_dict(row) if row is not None else None
 
     def alerts(self, limit: int = 100, model_name: str | None = None) -> list[dict[str, Any]]:
         """The most recent guard alerts, newest first; of ``model_name``'s guard only when given."""

@@ -12,11 +12,28 @@ from membershield.store.schema import AuditRow, GuardAlertRow, GuardKeyRow
 
 @dataclass(frozen=True)
 class GuardKey:
-    """An API key of the guard service; only the sha256 of the key itself is stored."""
+    """An API key of the guard service; only the sha256 of the key itself is stored.
+
+    Found by a key that a rotation replaced, ``expires_at`` is when that key stops being accepted."""
 
     name: str
     admin: bool
     created_at: datetime
+    owner: str | None = None
+    revoked_at: datetime | None = None
+    rotated_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    def refusal(self, now: datetime) -> str | None:
+        """Why the key is refused at ``now``, or None while it is valid."""
+        if self.revoked_at is not None:
+            return f"API key '{self.name}' was revoked at {self.revoked_at.isoformat(timespec='seconds')}"
+        if self.expires_at is not None and now >= self.expires_at:
+            return (
+                f"API key '{self.name}' was rotated; this key's grace period ended at"
+                f" {self.expires_at.isoformat(timespec='seconds')}: use the new key"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -75,8 +92,20 @@ def audit_record(row: AuditRow) -> AuditRecord:
     )
 
 
-def guard_key(row: GuardKeyRow) -> GuardKey:
-    return GuardKey(name=row.name, admin=row.admin, created_at=as_utc(row.created_at))
+def _utc_or_none(moment: datetime | None) -> datetime | None:
+    return None if moment is None else as_utc(moment)
+
+
+def guard_key(row: GuardKeyRow, expires_at: datetime | None = None) -> GuardKey:
+    return GuardKey(
+        name=row.name,
+        admin=row.admin,
+        created_at=as_utc(row.created_at),
+        owner=row.owner,
+        revoked_at=_utc_or_none(row.revoked_at),
+        rotated_at=_utc_or_none(row.rotated_at),
+        expires_at=_utc_or_none(expires_at),
+    )
 
 
 def alert_dict(row: GuardAlertRow) -> dict[str, Any]:
@@ -87,4 +116,5 @@ def alert_dict(row: GuardAlertRow) -> dict[str, Any]:
         "pattern": row.pattern,
         "evidence": dict(row.evidence or {}),
         "time": as_utc(row.created_at).isoformat(),
+        "policy": dict(row.policy) if row.policy else None,
     }

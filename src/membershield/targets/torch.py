@@ -6,6 +6,11 @@ A recipe is a plain function::
 
 ``X`` is float32 ``(n, d)``, ``y`` int64 class indices in ``[0, n_classes)``; the returned module maps a
 float32 batch to logits ``(batch, n_classes)``. ``examples/torch_mlp.py`` is a complete one.
+
+Checkpoints, optional: a recipe that sets ``module.checkpoints`` to a list of state-dict *copies* taken
+during training, oldest first (``{k: v.detach().clone() for k, v in model.state_dict().items()}`` after
+the epochs it chooses, the same epochs for every model it trains), gives the white-box ``loss-trajectory``
+attack the losses along training (:func:`membershield.signals_whitebox.kept_checkpoints` checks them).
 """
 
 from __future__ import annotations

@@ -22,8 +22,11 @@ from membershield.config import DEFAULT_FPRS
 from membershield.errors import ConfigError
 from membershield.result import AttackResult, AuditResult
 from membershield.text.attacks import (
+    QueryingInputs,
+    QueryingTextAttack,
     TextAttack,
     TextAttackInputs,
+    TextModelQueries,
     create_text_attack,
     default_attacks,
     parse_text_attack_list,
@@ -56,6 +59,17 @@ class TextAuditConfig:
     split_check: bool = True
     add_bos: bool | None = None  # None: score the tokenizer's default encoding, as the model was trained
     drop_overlap: bool = False  # texts on both sides: an error unless they are to be dropped
+    # settings of the attacks that query the model again (recall, dc-pdd, neighbourhood)
+    recall_shots: int = 4
+    recall_prefix: str | None = None  # JSONL of non-member texts for the ReCaLL prefix; None: the non-members
+    reference_corpus: str | None = None  # JSONL corpus for DC-PDD's token frequencies; None: the non-members
+    dc_pdd_cap: float = 0.01
+    neighbours: int = 10
+
+    def attack_options(self) -> dict[str, Any]:
+        """What the attacks are built from (each reads the options it has)."""
+        names = ("min_k", "text_field", "recall_shots", "recall_prefix", "reference_corpus", "dc_pdd_cap")
+        return {name: getattr(self, name) for name in (*names, "neighbours")}
 
     def validate(self) -> TextAuditConfig:
         has_reference = self.reference_model is not None
@@ -71,7 +85,7 @@ class TextAuditConfig:
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError(f"--max-length must be at least 2 tokens, got {self.max_length}")
         for attack in self.attacks:
-            create_text_attack(attack, {"min_k": self.min_k}).check(has_reference)
+            create_text_attack(attack, self.attack_options()).check(has_reference)
         return self
 
 
@@ -110,7 +124,13 @@ def _score(
         reference = score_texts(
             reference_lm, texts, distribution=False, progress=report, label="scoring texts (reference)", **scoring
         )
-    return TextAttackInputs(texts=texts, target=target, lowercase=lowercase, reference=reference)
+    if not any(isinstance(a, QueryingTextAttack) for a in attacks):
+        return TextAttackInputs(texts=texts, target=target, lowercase=lowercase, reference=reference)
+    queries = TextModelQueries(
+        lm, lm.encode(texts), np.flatnonzero(~data.is_member), texts, config.text_field, seed=config.seed,
+        progress=report, **scoring,
+    )  # fmt: skip
+    return QueryingInputs(texts=texts, target=target, lowercase=lowercase, reference=reference, queries=queries)
 
 
 def _utility(inputs: TextAttackInputs, is_member: np.ndarray) -> dict[str, float]:
@@ -205,7 +225,7 @@ def run_text_audit(
     report = progress or (lambda stage, done, total: None)
     config.validate()
     assert config.attacks is not None
-    attacks = [create_text_attack(name, {"min_k": config.min_k}) for name in config.attacks]
+    attacks = [create_text_attack(name, config.attack_options()) for name in config.attacks]
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     report("loading data and model", 0, 0)

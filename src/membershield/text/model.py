@@ -15,6 +15,7 @@ from typing import Any
 
 from membershield.errors import ConfigError, ModelLoadError
 from membershield.targets.kind import sha256_file
+from membershield.text.adapter import adapter_base, combined_fingerprint, is_adapter_directory, merge_adapter
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 
@@ -31,6 +32,7 @@ class LanguageModel:
     weight_files: dict[str, str] = field(default_factory=dict)
     model_type: str = ""
     add_bos: bool | None = None  # None: the tokenizer's own special tokens; see encode()
+    base_model: str | None = None  # the base directory, when ``path`` is a LoRA adapter merged into it
 
     @property
     def device(self) -> Any:
@@ -112,6 +114,7 @@ class LanguageModel:
             "vocab_size": self.vocab_size,
             "encoding": self.encoding(),
             "transformers": metadata.version("transformers"),
+            **({"base_model": self.base_model} if self.base_model else {}),
         }
 
 
@@ -168,6 +171,8 @@ def load_language_model(directory: str | Path, device: str = "auto", *, add_bos:
         raise ModelLoadError(f"model directory not found: {d} (give a directory written by save_pretrained)")
     if not d.is_dir():
         raise ModelLoadError(f"{d} is a file; give the model directory written by save_pretrained")
+    if is_adapter_directory(d):
+        return _load_adapter(d, device, add_bos)
     if not (d / "config.json").is_file():
         raise ModelLoadError(
             f"{d} has no config.json: not a transformers model directory (save it with save_pretrained)"
@@ -220,6 +225,24 @@ def load_language_model(directory: str | Path, device: str = "auto", *, add_bos:
     if add_bos is not None:
         lm.bos_token_id()  # a policy the tokenizer cannot follow fails here, before any scoring
     return lm
+
+
+def _load_adapter(directory: Path, device: str, add_bos: bool | None) -> LanguageModel:
+    """The adapter's base, loaded as any model directory, with the adapter merged into its weights."""
+    base = load_language_model(adapter_base(directory), device, add_bos=add_bos)
+    merged = merge_adapter(base.model, directory).eval()
+    sha, files = combined_fingerprint(base.weights_sha256, directory)
+    return LanguageModel(
+        path=str(directory),
+        model=merged,
+        tokenizer=base.tokenizer,
+        max_positions=base.max_positions,
+        weights_sha256=sha,
+        weight_files=files,
+        model_type=base.model_type,
+        add_bos=add_bos,
+        base_model=base.path,
+    )
 
 
 def resolve_device(device: str) -> Any:

@@ -185,14 +185,20 @@ def _forward_scores(
     extra = {"position_ids": positions.to(device)} if positions is not None else {}
     input_ids = input_ids.to(device)
     logits = lm.model(input_ids=input_ids, attention_mask=mask.to(device), **extra).logits[:, :-1].float()
-    lp = torch.log_softmax(logits, dim=-1).clamp_(min=LOG_PROB_FLOOR)
+    lp = torch.log_softmax(logits, dim=-1)
     del logits
-    token_lp = lp.gather(-1, input_ids[:, 1:, None]).squeeze(-1).double().cpu().numpy()
+    token_lp = lp.gather(-1, input_ids[:, 1:, None]).squeeze(-1).clamp_(min=LOG_PROB_FLOOR)
+    token_lp = token_lp.double().cpu().numpy()
     if not distribution:
         return token_lp, None, None
-    p = lp.exp()
-    mu = (p * lp).sum(-1)
-    sigma2 = ((p * lp * lp).sum(-1) - mu * mu).clamp_(min=0.0)
+    # Each pass over the (batch, length, vocabulary) tensor costs about as much as the model's output
+    # layer, so the moments reuse buffers: p·log p in place of p, and Σ p·log²p as a batched dot product.
+    lp.clamp_(min=LOG_PROB_FLOOR)  # a token of probability 0 would make p·log p NaN
+    p_lp = lp.exp().mul_(lp)
+    mu = p_lp.sum(-1)
+    vocabulary = lp.shape[-1]
+    second = torch.bmm(p_lp.view(-1, 1, vocabulary), lp.view(-1, vocabulary, 1)).view(mu.shape)
+    sigma2 = (second - mu * mu).clamp_(min=0.0)
     return token_lp, mu.double().cpu().numpy(), sigma2.double().cpu().numpy()
 
 
