@@ -130,16 +130,11 @@ def lora_finetune(base: Path, texts: list[str], out: Path, epochs: int, batch: i
 
 
 def _padded(rows: list[list[int]], pad: int):
-    import torch
+    """``(input_ids, labels, attention_mask)``: the fine-tune's padding, with padding out of the loss."""
+    from membershield.text.finetune import padded_texts
 
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    labels = ids.masked_fill(mask == 0, -100)
-    return ids, labels, mask
+    ids, mask = padded_texts(rows, pad)
+    return ids, ids.masked_fill(mask == 0, -100), mask
 
 
 def scoring_throughput(model_dir: Path, texts: list[str], batch_tokens: int, repeats: int) -> dict:

@@ -6,19 +6,18 @@ one line and exit code 2; a synthetic file that is the training file is the find
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from membershield.cli import main
 from membershield.gate import evaluate, parse_policy
 from membershield.result import load
 from membershield.synthetic.audit import SyntheticAuditConfig, run_synthetic_audit
 from membershield.synthetic.generators import generate, parse_generator
 from membershield.synthetic.tables import conform
+from tests.test_cli import run_cli
 
 JITTER = str(Path(__file__).resolve().parents[1] / "examples" / "synthetic_generators.py") + ":jitter_copy"
 NUMERIC = ("age", "bmi", "pressure")
@@ -77,17 +76,6 @@ def audit(files: dict[str, Path], synthetic: str, out: Path, **options) -> dict:
     )
     run_synthetic_audit(config, reports=("md",))
     return json.loads((out / "audit.json").read_text())
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["membershield", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -162,15 +162,7 @@ class DPSGD(TrainingDefense):
                 criterion=nn.CrossEntropyLoss(),
                 grad_sample_mode=clipping,
             )
-            try:
-                if self.epsilon is not None and self.noise is None:
-                    private = engine.make_private_with_epsilon(
-                        target_epsilon=self.epsilon, target_delta=self.delta, epochs=spec.epochs, **common
-                    )
-                else:
-                    private = engine.make_private(noise_multiplier=self.noise, **common)
-            except ValueError as exc:  # "The privacy budget is too low." and similar
-                raise ConfigError(f"defense 'dp': {exc}".splitlines()[0]) from exc
+            private = self.make_private(engine, spec.epochs, **common)
             # Ghost clipping hands back a criterion that runs the two backward passes it needs.
             module, optimiser, criterion, loader = private if clipping == "ghost" else (*private[:2], None, private[2])
             noise_multiplier = float(optimiser.noise_multiplier)
@@ -208,6 +200,18 @@ class DPSGD(TrainingDefense):
                 "accounting_seconds": accounting,
             },
         )
+
+    def make_private(self, engine: Any, epochs: int, **common: Any) -> Any:
+        """Opacus's private module, optimiser and loader: noise calibrated to ε over ``epochs`` when a target
+        ε alone is given, else the fixed noise multiplier."""
+        try:
+            if self.epsilon is not None and self.noise is None:
+                return engine.make_private_with_epsilon(
+                    target_epsilon=self.epsilon, target_delta=self.delta, epochs=epochs, **common
+                )
+            return engine.make_private(noise_multiplier=self.noise, **common)
+        except ValueError as exc:  # "The privacy budget is too low." and similar
+            raise ConfigError(f"defense 'dp': {exc}".splitlines()[0]) from exc
 
     @staticmethod
     def _run(module: nn.Module, optimiser: Any, criterion: Any, loader: Any, budget: int) -> int:

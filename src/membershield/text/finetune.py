@@ -164,15 +164,7 @@ def _train_private(model: Any, optimiser: Any, loader: Any, settings: LoraSettin
             poisson_sampling=True,
             grad_sample_mode="hooks",
         )
-        try:
-            if dp.epsilon is not None and dp.noise is None:
-                private = engine.make_private_with_epsilon(
-                    target_epsilon=dp.epsilon, target_delta=dp.delta, epochs=settings.epochs, **common
-                )
-            else:
-                private = engine.make_private(noise_multiplier=dp.noise, **common)
-        except ValueError as exc:
-            raise ConfigError(f"defense 'dp': {exc}".splitlines()[0]) from exc
+        private = dp.make_private(engine, settings.epochs, **common)
         module, optimiser, loader = private
         noise, rate = float(optimiser.noise_multiplier), float(loader.sample_rate)
         planned = settings.epochs * len(loader)
