@@ -40,7 +40,9 @@ def _reviews(seed: int) -> pd.DataFrame:
     return pd.DataFrame({"review": make_corpus(N, seed=seed), "sentiment": rng.choice(list(LABELS.values()), N)})
 
 
-def _train_classifier(frame: pd.DataFrame, tokenizer, seed: int, epochs: int = 40):
+def _train_classifier(frame: pd.DataFrame, tokenizer, seed: int, epochs: int = 80):
+    # 80 epochs reach (near) zero training loss for every seed tried; at 40 some seeds and CPUs stopped at
+    # 89-98% training accuracy, leaving the member losses close to the lucky non-members' ones
     import torch
     from transformers import GPT2ForSequenceClassification
 
