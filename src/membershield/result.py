@@ -287,6 +287,7 @@ def document_problems(document: Any) -> list[str]:
     problems += [f"it lacks '{name}'" for name in REQUIRED if name not in document and name != "attacks"]
     problems += [f"'{n}' must be an object" for n in OBJECTS if n in document and not _is_object(document[n])]
     problems += _mode_problems(document)
+    problems += _synthetic_problems(document)
     problems += _user_level_problems(document.get("user_level"))
     problems += _unlearning_problems(document.get("unlearning"))
     worst = document.get("worst_slice")
@@ -363,8 +364,74 @@ def _mode_problems(document: Mapping[str, Any]) -> list[str]:
     return []
 
 
+# What the report and the gate read of a synthetic-data audit's own sections.
+ANONYMETER_RISKS = ("singling_out", "linkability", "inference")
+DCR_COUNTS = ("n_synthetic", "n_per_side", "closer_to_train")
+DCR_NUMBERS = ("risk", "share_closer_to_train")
+DCR_INTERVALS = ("ci_low", "ci_high", "share_ci_low", "share_ci_high")
+ANONYMETER_COUNTS = ("n_attacks", "n_success", "n_baseline")
+
+
+def _synthetic_problems(document: Mapping[str, Any]) -> list[str]:
+    """A synthetic-data audit's ``synthetic`` section (null: no DCR risk, which the gate fails unless allowed) is
+    an object whose ``dcr_risk`` holds its counts, share and risk (intervals may be null); its ``anonymeter``
+    section is null (run without anonymeter) or an object."""
+    if document.get("mode", "model") != "synthetic":
+        return []
+    section = document.get("synthetic")
+    if section is not None and not (_is_object(section) and _is_object(section.get("dcr_risk"))):
+        return ["'synthetic' must be null or an object with a 'dcr_risk' object"]
+    if section is None:
+        return _anonymeter_problems(document.get("anonymeter"))
+    risk = section["dcr_risk"]
+    where = "'synthetic.dcr_risk."
+    problems = [f"{where}{k}' must be a whole number" for k in DCR_COUNTS if not _whole(risk.get(k))]
+    problems += [f"{where}{k}' must be a number" for k in DCR_NUMBERS if not _number(risk.get(k))]
+    problems += [
+        f"{where}{k}' must be a number or null" for k in DCR_INTERVALS if not _number(risk.get(k), or_null=True)
+    ]
+    return problems + _anonymeter_problems(document.get("anonymeter"))
+
+
+def _anonymeter_problems(section: Any) -> list[str]:
+    """Each anonymeter risk is null (not computed), an entry with the ``error`` that stopped it, or a risk
+    with its interval and anonymeter's attack counts."""
+    if section is None:
+        return []
+    if not _is_object(section):
+        return ["'anonymeter' must be null or an object"]
+    problems = []
+    for name in ANONYMETER_RISKS:
+        entry, where = section.get(name), f"'anonymeter.{name}"
+        if entry is None:
+            continue
+        if not _is_object(entry):
+            problems.append(f"{where}' must be null or an object")
+        elif entry.get("risk") is None:
+            if not isinstance(entry.get("error"), str):
+                problems.append(f"{where}' has no 'risk' and no 'error' saying why")
+        else:
+            problems += [
+                f"{where}.{k}' must be a number" for k in ("risk", "ci_low", "ci_high") if not _number(entry.get(k))
+            ]
+            problems += [f"{where}.{k}' must be a whole number" for k in ANONYMETER_COUNTS if not _whole(entry.get(k))]
+            if not _number(entry.get("n_control"), or_null=True):
+                problems.append(f"{where}.n_control' must be a number or null")
+    return problems
+
+
 def _is_object(value: Any) -> bool:
     return isinstance(value, Mapping)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any, or_null: bool = False) -> bool:
+    if value is None:
+        return or_null
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _invalid(path: object, problems: list[str]) -> InputDataError:

@@ -30,6 +30,7 @@ from membershield.report import (
     write_text,
 )
 from membershield.report.subjects import rarity_view, user_level_view, worst_slice_view
+from membershield.report.synthetic import synthetic_view
 from membershield.result import AuditResult
 
 CALIBRATION_BINS = 10
@@ -137,6 +138,12 @@ def _calibration_section(document: dict[str, Any], scores: pd.DataFrame | None, 
         return {"available": False, "note": note}
     if document.get("mode") == "diffusion":
         note = "a diffusion model predicts no labels to calibrate; its denoising loss per group is above"
+        return {"available": False, "note": note}
+    if document.get("mode") == "synthetic":
+        note = (
+            "a synthetic table has no model of its own to calibrate; the accuracy of the model trained on it"
+            " (with --label-column) is above"
+        )
         return {"available": False, "note": note}
     if scores is None:
         return {"available": False, "note": note}
@@ -328,6 +335,7 @@ def context(result: AuditResult | dict[str, Any], scores: pd.DataFrame | None, s
         "worst_slice": worst_slice_view(document),
         "user_level": user_level_view(document),
         "rarity": rarity_view(document),
+        "synthetic": synthetic_view(document),
         "exposed": _exposed(document, scores, top.attack["name"]),
         "calibration": _calibration_section(document, scores, scores_note),
         "sources": _sources(document),

@@ -15,6 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from membershield.metrics import unresolved_fprs
 from membershield.report import fmt_count_rate, fmt_fpr, fmt_interval, fmt_pct, not_measurable, verdict
 from membershield.report.subjects import user_level_view, worst_slice_view
+from membershield.report.synthetic import synthetic_view
 from membershield.result import AuditResult, rate_in
 
 
@@ -96,6 +97,7 @@ def render_markdown(result: AuditResult | dict[str, Any]) -> str:
         version=version,
         worst_slice=worst_slice_view(document),
         user_rows=_user_rows(document, fprs),
+        synthetic=synthetic_view(document),
     )
 
 
