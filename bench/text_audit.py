@@ -143,14 +143,14 @@ def scoring_throughput(model_dir: Path, texts: list[str], batch_tokens: int, rep
     import torch
 
     from membershield.text.model import load_language_model
-    from membershield.text.scoring import MAX_LOGIT_ELEMENTS, score_token_ids
+    from membershield.text.scoring import batch_token_budget, score_token_ids
 
     lm = load_language_model(model_dir, device="cpu")
     ids = lm.encode(texts)
     width = max(len(r) for r in ids)
-    # The scorer caps a batch so that its logits stay under MAX_LOGIT_ELEMENTS; the bare pass gets the
-    # same rows per batch, so that the ratio is the scorer's own overhead.
-    per_batch = max(1, min(batch_tokens, MAX_LOGIT_ELEMENTS // lm.vocab_size) // width)
+    # The bare pass gets the rows per batch the scorer's budget gives, so that the ratio is the scorer's own
+    # overhead.
+    per_batch = max(1, batch_token_budget(batch_tokens, lm.vocab_size) // width)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     batches = [_padded(ids[i : i + per_batch], pad) for i in range(0, len(ids), per_batch)]
     n_tokens = sum(len(r) - 1 for r in ids)

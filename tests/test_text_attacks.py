@@ -118,3 +118,26 @@ def test_text_split_check_quiet_on_a_random_split_and_fires_on_a_shift() -> None
     shifted = [t if is_member[i] else f"{t} Updated 2031-07-{1 + i % 28:02d}." for i, t in enumerate(texts)]
     check = text_split_check(shifted, is_member, seed=0)
     assert not check.ok and check.ci_low > 0.5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_next_token_moments_match_a_float64_softmax_across_chunks(dtype) -> None:
+    import torch
+
+    from membershield.text.scoring import CHUNK_ELEMENTS, next_token_moments
+
+    vocabulary = 5000
+    rows = 3 * (CHUNK_ELEMENTS // vocabulary) + 7  # several chunks and a short last one
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(rows, vocabulary, generator=generator) * 4).to(getattr(torch, dtype))
+    targets = torch.randint(0, vocabulary, (rows,), generator=generator)
+    exact = torch.log_softmax(logits.double(), dim=-1)
+    p = exact.exp()
+    exact_mean = (p * exact).sum(-1)
+    exact_var = (p * (exact - exact_mean[:, None]) ** 2).sum(-1)
+    token_lp, mean, var = next_token_moments(logits.clone(), targets)
+    np.testing.assert_allclose(token_lp.double(), exact.gather(-1, targets[:, None]).squeeze(-1), atol=1e-4)
+    np.testing.assert_allclose(mean.double(), exact_mean, atol=1e-4)
+    np.testing.assert_allclose(var.double(), exact_var, rtol=1e-4, atol=1e-3)
+    only_lp, no_mean, no_var = next_token_moments(logits.clone(), targets, distribution=False)
+    assert no_mean is None and no_var is None and torch.equal(only_lp, token_lp)

@@ -35,6 +35,8 @@ ProgressCallback = Callable[[str, int, int], None]
 # Upper bound on the elements of one float32 (batch, length, vocabulary) tensor: 2^26 is 256 MiB.
 MAX_LOGIT_ELEMENTS = 1 << 26
 LOG_PROB_FLOOR = -1e4  # a token the model gives probability 0 scores this instead of -inf
+# Rows of logits processed together after the forward pass: 2^18 float32 values (1 MiB) stay in cache.
+CHUNK_ELEMENTS = 1 << 18
 
 
 @dataclass
@@ -90,6 +92,19 @@ def plan_windows(lengths: list[int], window: int, stride: int) -> list[Window]:
     return out
 
 
+def batch_token_budget(batch_tokens: int, vocab_size: int) -> int:
+    """Tokens per forward pass: the caller's budget, capped so that the logits stay under
+    ``MAX_LOGIT_ELEMENTS``; a batch still takes one window however long (the caller's rule).
+
+    The cap is not raised to the model's context: with SmolLM2's 8,192 positions that would make every
+    batch 8,192 tokens (1.6 GB of logits), and scoring slower than the forward pass over the same rows.
+
+    >>> batch_token_budget(8192, 49152), batch_token_budget(8192, 400)
+    (1365, 8192)
+    """
+    return max(1, min(batch_tokens, MAX_LOGIT_ELEMENTS // max(vocab_size, 1)))
+
+
 def _padded_batch(batch: list[Window], ids: list[list[int]], pad: int, left: bool) -> tuple[Any, Any, Any, list[int]]:
     """Input ids, attention mask and position ids of a batch of windows, and where each window starts.
 
@@ -140,7 +155,7 @@ def score_token_ids(
     window = min(max_length or lm.max_positions, lm.max_positions)
     stride = stride or max(1, window // 2)
     windows = plan_windows([len(x) for x in ids], window, stride)
-    budget = max(window, min(batch_tokens, MAX_LOGIT_ELEMENTS // max(lm.vocab_size, 1)))
+    budget = batch_token_budget(batch_tokens, lm.vocab_size)
     logprob = [np.zeros(max(len(x) - 1, 0)) for x in ids]
     mean = [np.zeros(max(len(x) - 1, 0)) for x in ids] if distribution else None
     var = [np.zeros(max(len(x) - 1, 0)) for x in ids] if distribution else None
@@ -179,27 +194,55 @@ def _forward_scores(
     lm: LanguageModel, input_ids: Any, mask: Any, positions: Any | None, distribution: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Log-probability of each next token, and the mean and variance of the next-token log-probability."""
-    import torch
-
     device = lm.device
     extra = {"position_ids": positions.to(device)} if positions is not None else {}
     input_ids = input_ids.to(device)
-    logits = lm.model(input_ids=input_ids, attention_mask=mask.to(device), **extra).logits[:, :-1].float()
-    lp = torch.log_softmax(logits, dim=-1)
-    del logits
-    token_lp = lp.gather(-1, input_ids[:, 1:, None]).squeeze(-1).clamp_(min=LOG_PROB_FLOOR)
-    token_lp = token_lp.double().cpu().numpy()
-    if not distribution:
-        return token_lp, None, None
-    # Each pass over the (batch, length, vocabulary) tensor costs about as much as the model's output
-    # layer, so the moments reuse buffers: p·log p in place of p, and Σ p·log²p as a batched dot product.
-    lp.clamp_(min=LOG_PROB_FLOOR)  # a token of probability 0 would make p·log p NaN
-    p_lp = lp.exp().mul_(lp)
-    mu = p_lp.sum(-1)
-    vocabulary = lp.shape[-1]
-    second = torch.bmm(p_lp.view(-1, 1, vocabulary), lp.view(-1, vocabulary, 1)).view(mu.shape)
-    sigma2 = (second - mu * mu).clamp_(min=0.0)
-    return token_lp, mu.double().cpu().numpy(), sigma2.double().cpu().numpy()
+    logits = lm.model(input_ids=input_ids, attention_mask=mask.to(device), **extra).logits[:, :-1]
+    shape = logits.shape[:-1]
+    flat = logits.reshape(-1, logits.shape[-1])
+    # float32 copies of a half-precision model's logits are made a chunk at a time, as everything else is
+    outputs = next_token_moments(flat, input_ids[:, 1:].reshape(-1), distribution)
+    token_lp, mu, sigma2 = (None if a is None else a.view(shape).double().cpu().numpy() for a in outputs)
+    return token_lp, mu, sigma2
+
+
+def next_token_moments(logits: Any, targets: Any, distribution: bool = True) -> tuple[Any, Any | None, Any | None]:
+    """Per row of ``logits`` (positions x vocabulary): ``log p(target)``, and the mean and variance of
+    ``log p(z)`` under ``z ~ p`` (``p = softmax(row)``). ``logits`` is overwritten.
+
+    One exponential per logit, in chunks of rows that stay in the CPU's cache: with ``z = row - max``,
+    ``S = Σ exp z``, ``log p = z - log S``, the mean is ``Σ exp(z)·z / S - log S`` and the variance (shift
+    invariant) ``Σ exp(z)·z² / S - (Σ exp(z)·z / S)²``; the passes over the logits are what scoring costs
+    beyond the model's forward pass.
+
+    >>> import torch
+    >>> logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [1.0, 1e-30, 1e-30]]))
+    >>> lp, mean, var = next_token_moments(logits.clone(), torch.tensor([0, 1]))
+    >>> [round(v, 4) for v in lp.tolist()], [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in var.tolist()]
+    ([-0.6931, -69.0776], [-1.0397, -0.0], [0.1201, 0.0])
+    """
+    import torch
+
+    rows = logits.shape[0]
+    chunk = max(1, CHUNK_ELEMENTS // max(logits.shape[-1], 1))
+    token_lp = torch.empty(rows, dtype=torch.float32, device=logits.device)
+    mean = torch.empty_like(token_lp) if distribution else None
+    var = torch.empty_like(token_lp) if distribution else None
+    for lo in range(0, rows, chunk):
+        z = logits[lo : lo + chunk].float()  # a view when the model already answers float32
+        z.sub_(z.amax(dim=-1, keepdim=True))
+        e = z.exp()
+        total = e.sum(dim=-1)
+        log_total = total.log()
+        picked = z.gather(-1, targets[lo : lo + chunk, None]).squeeze(-1)
+        token_lp[lo : lo + chunk] = (picked - log_total).clamp_(min=LOG_PROB_FLOOR)
+        if distribution:
+            e_z = e.mul_(z)  # a row is a batch of one dot product: Σ exp(z)·z·z without a z² tensor
+            first = e_z.sum(dim=-1) / total
+            second = torch.bmm(e_z.unsqueeze(1), z.unsqueeze(2)).view(-1) / total
+            mean[lo : lo + chunk] = first - log_total  # type: ignore[index]
+            var[lo : lo + chunk] = (second - first * first).clamp_(min=0.0)  # type: ignore[index]
+    return token_lp, mean, var
 
 
 def score_texts(

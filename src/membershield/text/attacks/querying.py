@@ -22,7 +22,7 @@ import numpy as np
 
 from membershield.errors import ConfigError, InputDataError
 from membershield.text.attacks.base import TextAttack, TextAttackInputs
-from membershield.text.scoring import MAX_LOGIT_ELEMENTS, TokenScores, score_token_ids
+from membershield.text.scoring import TokenScores, batch_token_budget, score_token_ids
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -76,7 +76,7 @@ class TextModelQueries:
         out = [np.full((max(len(x) - 1, 0), k), -1, dtype=np.int64) for x in self.ids]
         logprob = [np.full((max(len(x) - 1, 0), k), -np.inf) for x in self.ids]
         rows = sorted((i for i, x in enumerate(self.ids) if len(x) >= 2), key=lambda i: -min(len(self.ids[i]), window))
-        budget = max(window, min(self.batch_tokens, MAX_LOGIT_ELEMENTS // max(lm.vocab_size, 1)))
+        budget = batch_token_budget(self.batch_tokens, lm.vocab_size)
         pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
         report = self.progress or (lambda stage, done, total: None)
         done = 0
