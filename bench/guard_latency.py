@@ -14,9 +14,18 @@
    population-sweep queries pass before the detector's alert, with the default policy.
 3. False alarms: alerts raised over 10,000 normal queries (digits records drawn with replacement by 20 keys,
    5 per second each).
+4. Query logging: each latency run has a second guard with ``[detector] record_queries = false`` (the
+   default keeps every key's records and answers for incident reports) in the same alternating rounds, and
+   prints the on / off ratio of its latency and CPU per request.
+5. The verbatim filter of ``POST /v1/generate``: the n-gram index of 10,000 and 100,000 generated texts
+   (build time, size, peak memory; in a GPT-2 tokenizer's tokens and in words), the filter's own time per
+   answer, and ``/v1/generate`` through in-process guards of the same model, filter off, off again (the
+   noise floor) and on, requests alternating between them, with the on / off ratio.
 
-Run: ``flock /tmp/ms-bench.lock .venv/bin/python bench/guard_latency.py`` (about two minutes);
-``--mode local|upstream|both``, ``--rate``, ``--seconds`` and ``--rounds`` change the latency runs.
+Run: ``flock /tmp/ms-bench.lock .venv/bin/python bench/guard_latency.py`` (about five minutes);
+``--mode local|upstream|both``, ``--rate``, ``--seconds`` and ``--rounds`` change the latency runs,
+``--corpus-sizes``, ``--ngram`` and ``--generate-rounds`` the filter's; ``--skip-latency``,
+``--skip-detection`` and ``--skip-generation`` leave parts out.
 """
 
 from __future__ import annotations
@@ -219,53 +228,72 @@ def report(name: str, values: np.ndarray, rate: float, cpu_ms: float) -> None:
     )
 
 
-async def compare(mode: str, model_path: str, records: np.ndarray, args: argparse.Namespace) -> None:
-    directory = Path(tempfile.mkdtemp())
-    store = str(directory / "guard.db")
+def _start_guard(name: str, source: list[str], policy_text: str, directory: Path) -> tuple:
+    """A guard process of its own store and key; the port, the process and the request headers."""
+    store = str(directory / f"{name}.db")
     with open_store(store) as opened:
         key = issue_key(opened, "bench")
-    policy = directory / "guard.toml"
-    policy.write_text("[output]\nclip_top1 = 0.9\nround_decimals = 2\n[limits]\nrequests_per_minute = 1000000\n")
-    plain_port, guard_port = free_port(), free_port()
+    policy = directory / f"{name}.toml"
+    policy.write_text(policy_text)
+    port = free_port()
+    command = [sys.executable, "-m", "membershield", "guard", *source, "--policy", str(policy)]
+    process = start([*command, "--port", str(port), "--store", store], port)
+    return port, process, {"Authorization": f"Bearer {key}"}
+
+
+async def compare(mode: str, model_path: str, records: np.ndarray, args: argparse.Namespace) -> None:
+    """The plain endpoint against two guards of the same model, the default one (``[detector]
+    record_queries`` on: each key's records and answers kept for incident reports) and one with
+    ``record_queries = false``, in alternating rounds."""
+    directory = Path(tempfile.mkdtemp())
+    base = "[output]\nclip_top1 = 0.9\nround_decimals = 2\n[limits]\nrequests_per_minute = 1000000\n"
+    plain_port = free_port()
     plain = start([sys.executable, __file__, "--serve-plain", model_path, "--port", str(plain_port)], plain_port)
     source = ["--upstream", f"http://127.0.0.1:{plain_port}/predict"] if mode == "upstream" else ["--model", model_path]
-    guard_command = [sys.executable, "-m", "membershield", "guard", *source, "--policy", str(policy)]
-    guard = start([*guard_command, "--port", str(guard_port), "--store", store], guard_port)
+    processes = [plain]
     try:
-        direct = Target(plain_port, "/predict", {}, records)
-        guarded = Target(guard_port, "/v1/predict", {"Authorization": f"Bearer {key}"}, records)
-        for target in (direct, guarded):  # warm-up: connections, caches, the guard's cost estimates
+        targets = {"direct": (Target(plain_port, "/predict", {}, records), [plain.pid])}
+        for name, extra in (("guarded", ""), ("unlogged", "[detector]\nrecord_queries = false\n")):
+            port, process, headers = _start_guard(name, source, base + extra, directory)
+            processes.append(process)
+            pids = [process.pid] + ([plain.pid] if mode == "upstream" else [])
+            targets[name] = (Target(port, "/v1/predict", headers, records), pids)
+        for target, _ in targets.values():  # warm-up: connections, caches, the guard's cost estimates
             await target.prepare()
             await open_loop(target, args.rate, 2.0)
-        results = {"direct": [], "guarded": []}
-        rates = {"direct": [], "guarded": []}
-        cpu = {"direct": 0.0, "guarded": 0.0}
+        results: dict[str, list] = {name: [] for name in targets}
+        rates: dict[str, list] = {name: [] for name in targets}
+        cpu = dict.fromkeys(targets, 0.0)
         for _ in range(args.rounds):
-            for name, target, pid in (("direct", direct, plain.pid), ("guarded", guarded, guard.pid)):
+            for name, (target, pids) in targets.items():
                 await target.prepare()
-                before = cpu_seconds(pid) + (cpu_seconds(plain.pid) if name == "guarded" else 0.0)
+                before = sum(cpu_seconds(pid) for pid in pids)
                 latencies, achieved = await open_loop(target, args.rate, args.seconds)
-                after = cpu_seconds(pid) + (cpu_seconds(plain.pid) if name == "guarded" else 0.0)
+                cpu[name] += sum(cpu_seconds(pid) for pid in pids) - before
                 results[name].append(latencies)
                 rates[name].append(achieved)
-                cpu[name] += after - before
         n = args.rounds * int(args.rate * args.seconds)
         print(f"{mode} mode, {args.rate:g} requests/s of one record, {args.rounds} x {args.seconds:g} s alternating:")
         both = {name: np.concatenate(values) for name, values in results.items()}
-        for name in ("direct", "guarded"):
+        for name in targets:
             report(name, both[name], float(np.mean(rates[name])), cpu[name] / n * 1000)
-        p50 = np.percentile(both["guarded"], 50) - np.percentile(both["direct"], 50)
-        p99 = np.percentile(both["guarded"], 99) - np.percentile(both["direct"], 99)
-        print(f"     added: p50={p50:.2f} ms p99={p99:.2f} ms (target: p99 under 2 ms)")
-        await direct.prepare(32)
-        direct_max = await closed_loop(direct, 32, 3.0)
-        await guarded.prepare(32)
-        guarded_max = await closed_loop(guarded, 32, 3.0)
-        print(f"  throughput, 32 in flight: direct {direct_max:.0f} requests/s, guarded {guarded_max:.0f} requests/s")
-        direct.close()
-        guarded.close()
+        for name in ("guarded", "unlogged"):
+            p50 = np.percentile(both[name], 50) - np.percentile(both["direct"], 50)
+            p99 = np.percentile(both[name], 99) - np.percentile(both["direct"], 99)
+            print(f"     added ({name}): p50={p50:.2f} ms p99={p99:.2f} ms (target: p99 under 2 ms)")
+        ratio = {q: np.percentile(both["guarded"], q) / np.percentile(both["unlogged"], q) for q in (50, 99)}
+        print(
+            f"  record_queries on / off: p50 x{ratio[50]:.2f}, p99 x{ratio[99]:.2f},"
+            f" server CPU per request x{cpu['guarded'] / cpu['unlogged']:.2f}"
+        )
+        maxima = {}
+        for name, (target, _) in targets.items():
+            await target.prepare(32)
+            maxima[name] = await closed_loop(target, 32, 3.0)
+            target.close()
+        print("  throughput, 32 in flight: " + ", ".join(f"{k} {v:.0f} requests/s" for k, v in maxima.items()))
     finally:
-        for process in (guard, plain):
+        for process in reversed(processes):
             process.terminate()
             process.wait(timeout=30)
 
@@ -313,6 +341,144 @@ def false_alarms(X: np.ndarray) -> None:
     print(f"false alarms over 10,000 normal queries (20 keys, 5/s each): {len(alerts)}")
 
 
+# -- text generation: the verbatim filter ------------------------------------------------------------------
+
+
+def text_model(directory: Path, n_texts: int) -> tuple[Path, list[str]]:
+    """``n_texts`` generated records (the test suite's generator) and a GPT-2 of 4 layers x 128 with a BPE
+    tokenizer trained on them. Its weights are random: what the filter costs does not depend on what the
+    model learnt, and answers that repeat no corpus n-gram take the filter's whole path and are redacted."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.text_fixtures import build_tokenizer, gpt2_config, make_corpus, save_lm
+
+    texts = make_corpus(n_texts, seed=5)
+    tokenizer = build_tokenizer(texts[:20_000], vocab_size=2000)
+    torch.manual_seed(0)
+    config = gpt2_config(len(tokenizer), tokenizer.eos_token_id, n_embd=128, n_layer=4, n_positions=256)
+    return save_lm(GPT2LMHeadModel(config), tokenizer, directory / "lm"), texts
+
+
+def index_sizes(lm, texts: list[str], sizes: list[int], n: int) -> None:
+    """Build time, size and peak memory of the index, in the model's tokens and in words (upstream)."""
+    import tracemalloc
+
+    from membershield.guard.verbatim import index_texts
+
+    for size in sizes:
+        part = texts[:size]
+        start = time.perf_counter()
+        for i in range(0, size, 2048):
+            lm.encode(part[i : i + 2048])
+        encoding = time.perf_counter() - start
+        for unit, model in (("tokens", lm), ("words", None)):
+            built = index_texts(part, n, "refuse", model)
+            tracemalloc.start()
+            index_texts(part, n, "refuse", model)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            index = built.index
+            spent = f" (encoding {encoding:.1f} s of it)" if model is not None else ""
+            print(
+                f"  index of {size:,} texts in {unit} ({index.tokens:,} {unit}): {len(index):,} distinct {n}-grams,"
+                f" built in {built.build_seconds:.2f} s{spent}, {index.nbytes / 2**20:.1f} MiB,"
+                f" peak {peak / 2**20:.0f} MiB of Python/numpy memory while building"
+            )
+
+
+def lookup_cost(lm, texts: list[str], n: int, answers: int = 2000, length: int = 32) -> None:
+    """The filter's own time per answer: ``length`` random answer tokens after an 8-token prompt."""
+    from membershield.guard.verbatim import index_texts
+
+    verbatim = index_texts(texts, n, "refuse", lm)
+    rng = np.random.default_rng(0)
+    vocabulary = len(lm.tokenizer)
+    cases = [
+        (rng.integers(0, vocabulary, 8).tolist(), rng.integers(0, vocabulary, length).tolist()) for _ in range(answers)
+    ]
+    start = time.perf_counter()
+    for prompt, answer in cases:
+        verbatim.check_tokens(prompt, answer, "text")
+    per = (time.perf_counter() - start) / answers * 1e6
+    print(f"  filter check of a {length}-token answer against {len(texts):,} texts: {per:.0f} us (mean of {answers})")
+
+
+def generate_overhead(lm_path: Path, corpus: Path, prompts: list[str], rounds: int, n: int) -> None:
+    """POST /v1/generate through in-process guards of the same model, filter off (twice) and on (refuse),
+    requests alternating between them; the model's generation is most of each request."""
+    from fastapi.testclient import TestClient
+
+    from membershield.guard.app import create_app, guard_config
+    from membershield.guard.policy import policy_from_dict
+
+    directory = Path(tempfile.mkdtemp())
+    base = {"limits": {"requests_per_minute": 1_000_000, "daily_query_budget": 10**9}}
+    # a second guard without the filter: the spread between two identical guards is the noise floor
+    filtering = {**base, "generation": {"corpus": str(corpus), "verbatim_ngram": n}}
+    policies = {"off": base, "off, again": base, "on": filtering}
+    clients, times = {}, {name: [] for name in policies}
+    for name, policy in policies.items():
+        store = str(directory / f"{name}.db")
+        with open_store(store) as opened:
+            key = issue_key(opened, "bench")
+        app = create_app(guard_config(str(lm_path), None, policy_from_dict(policy), store))
+        clients[name] = TestClient(app, headers={"Authorization": f"Bearer {key}"}).__enter__()
+        if app.state.verbatim is not None:
+            print(f"  guard start-up: corpus indexed in {app.state.verbatim.build_seconds:.1f} s")
+    try:
+        clients["off"].post("/v1/generate", json={"prompt": prompts[0], "max_new_tokens": 32})  # warm-up
+        # prompts whose answers the filter passes: a refusal skips the redaction after it, and would flatter it
+        checked = {p: clients["on"].post("/v1/generate", json={"prompt": p, "max_new_tokens": 32}) for p in prompts}
+        prompts = [p for p, answer in checked.items() if answer.status_code == 200][:20]
+        print(
+            f"  {len(checked) - sum(a.status_code == 200 for a in checked.values())} of {len(checked)} prompts refused"
+        )
+        for round_ in range(rounds):
+            order = list(clients.items()) if round_ % 2 == 0 else list(reversed(clients.items()))
+            for prompt in prompts:
+                for name, http in order:
+                    start = time.perf_counter()
+                    answer = http.post("/v1/generate", json={"prompt": prompt, "max_new_tokens": 32})
+                    times[name].append((time.perf_counter() - start) * 1000)
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"/v1/generate answered {answer.status_code}: {answer.text}")
+    finally:
+        for http in clients.values():
+            http.__exit__(None, None, None)
+    p50 = {name: float(np.percentile(values, 50)) for name, values in times.items()}
+    mean = {name: float(np.mean(values)) for name, values in times.items()}
+    for name in policies:
+        print(
+            f"  /v1/generate, filter {name:>10}: n={len(times[name])} p50={p50[name]:.1f} ms mean={mean[name]:.1f} ms"
+        )
+    for name in ("on", "off, again"):
+        print(f"  filter {name} / off: p50 x{p50[name] / p50['off']:.3f}, mean x{mean[name] / mean['off']:.3f}")
+
+
+def verbatim_bench(args: argparse.Namespace) -> None:
+    import torch
+
+    from membershield.text.model import load_language_model
+
+    torch.set_num_threads(1)
+    sizes = [int(size) for size in args.corpus_sizes.split(",")]
+    directory = Path(tempfile.mkdtemp())
+    start = time.perf_counter()
+    lm_path, texts = text_model(directory, max(sizes))
+    made = time.perf_counter() - start
+    print(f"verbatim filter ([generation] verbatim_ngram = {args.ngram}); corpus and model made in {made:.0f} s:")
+    lm = load_language_model(lm_path)
+    index_sizes(lm, texts, sizes, args.ngram)
+    lookup_cost(lm, texts, args.ngram)
+    corpus = directory / "corpus.jsonl"
+    corpus.write_text("".join(orjson.dumps({"text": text}).decode() + "\n" for text in texts))
+    # the first 8 tokens of corpus texts: a random model's answers rarely continue them
+    prompts = [lm.tokenizer.decode(lm.encode([text])[0][:8]) for text in texts[:40]]
+    generate_overhead(lm_path, corpus, prompts, args.generate_rounds, args.ngram)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["local", "upstream", "both"], default="both")
@@ -320,6 +486,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of one round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating direct/guarded rounds")
     parser.add_argument("--skip-detection", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true", help="skip the /v1/predict latency runs")
+    parser.add_argument("--skip-generation", action="store_true", help="skip the verbatim filter's measurements")
+    parser.add_argument("--corpus-sizes", default="10000,100000", help="texts in the indexed corpora")
+    parser.add_argument("--ngram", type=int, default=8, help="[generation] verbatim_ngram")
+    parser.add_argument("--generate-rounds", type=int, default=10, help="rounds of 20 prompts per guard")
     parser.add_argument("--serve-plain", metavar="MODEL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -338,8 +509,11 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
     import uvloop
 
-    for mode in ("local", "upstream") if args.mode == "both" else (args.mode,):
-        uvloop.run(compare(mode, model_path, X, args))
+    if not args.skip_latency:
+        for mode in ("local", "upstream") if args.mode == "both" else (args.mode,):
+            uvloop.run(compare(mode, model_path, X, args))
+    if not args.skip_generation:
+        verbatim_bench(args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ def guard(
         str | None, typer.Option(help="JSON endpoint to forward to instead of scoring locally (same shapes).")
     ] = None,
     policy: Annotated[
-        Path | None, typer.Option(help=r"Guard policy TOML: sections \[output], \[limits], \[detector], \[server].")
+        Path | None,
+        typer.Option(help=r"Guard policy TOML: sections \[output], \[limits], \[detector], \[server], \[generation]."),
     ] = None,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

@@ -7,9 +7,10 @@ dashboard also takes ``?key=KEY`` so it opens from a browser's address bar. Ever
 the store by a background writer that is drained on shutdown; alerts are written at once.
 
 The parts live in their own modules: keys and authentication (:mod:`.keys`, :mod:`.auth`), what a record
-is (:mod:`.records`, :mod:`.columns`), scoring (:mod:`.predict`), generation (:mod:`.generate`), limits
-(:mod:`.limits`), probing detection (:mod:`.detector`), metrics (:mod:`.metrics`), HTTP plumbing
-(:mod:`.http`), the OpenAPI additions (:mod:`.openapi`) and the shared state (:mod:`.service`).
+is (:mod:`.records`, :mod:`.columns`), scoring (:mod:`.predict`), generation (:mod:`.generate`) and its
+verbatim filter (:mod:`.verbatim`), limits (:mod:`.limits`), probing detection (:mod:`.detector`), metrics
+(:mod:`.metrics`), HTTP plumbing (:mod:`.http`), the OpenAPI additions (:mod:`.openapi`) and the shared
+state (:mod:`.service`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from membershield.errors import MembershieldError
 from membershield.guard.config import GuardConfig, guard_config
 from membershield.guard.errors import GuardError, short
-from membershield.guard.generate import generate_request, generate_upstream
+from membershield.guard.generate import (
+    Generation,
+    check_generation_policy,
+    generate_request,
+    generate_upstream,
+)
 from membershield.guard.http import Observe, json_response, parse_json, read_body
 from membershield.guard.keys import hash_key, issue_key
-from membershield.guard.openapi import BEARER, error_responses, generate_openapi, predict_openapi
+from membershield.guard.openapi import BEARER, error_responses, generate_openapi, predict_openapi, verbatim_refusal
 from membershield.guard.predict import local_answer, upstream_answer
 from membershield.guard.service import GuardService
+from membershield.guard.verbatim import VerbatimFilter, build_filter
 from membershield.store import StoreError
 
 __all__ = ["GuardConfig", "create_app", "guard_config", "hash_key", "issue_key"]
@@ -44,6 +51,8 @@ def create_app(config: GuardConfig) -> FastAPI:
     """The guard application; the store is opened (and migrated) here and closed on shutdown."""
     if config.target is None and config.language_model is None and not config.upstream:
         raise MembershieldError("the guard needs a fitted model (--model) or an --upstream URL to forward to")
+    check_generation_policy(config.policy.generation, config.serves_text)
+    verbatim = verbatim_filter(config)  # before the store opens: a bad corpus stops the start-up cleanly
     service = GuardService(config)
 
     @asynccontextmanager
@@ -68,7 +77,7 @@ def create_app(config: GuardConfig) -> FastAPI:
     _install_openapi(app)
     _install_error_handlers(app, service)
     if config.serves_text:
-        _add_generate_route(app, service)
+        _add_generate_route(app, service, verbatim)
     else:
         _add_predict_route(app, service)
         _add_incident_route(app, service)
@@ -161,32 +170,75 @@ def _add_predict_route(app: FastAPI, service: GuardService) -> None:
     )(predict)
 
 
-def _add_generate_route(app: FastAPI, service: GuardService) -> None:
+def verbatim_filter(config: GuardConfig) -> VerbatimFilter | None:
+    """The verbatim filter of a text model's guard, its corpus indexed here (None: no ``[generation] corpus``)."""
+    settings = config.policy.generation
+    if settings.corpus is None or not config.serves_text:
+        return None
+    return build_filter(
+        settings.corpus, settings.text_field, settings.verbatim_ngram, settings.verbatim_action, config.language_model
+    )
+
+
+def _add_generate_route(app: FastAPI, service: GuardService, verbatim: VerbatimFilter | None) -> None:
     config = service.config
     max_new_tokens = config.policy.server.max_new_tokens
+    settings = config.policy.generation
+    app.state.verbatim = verbatim
 
     async def generate(request: Request) -> Response:
-        """Text generated for ``{"prompt": ..., "max_new_tokens": N}``, personal data redacted before it leaves."""
+        """Text generated for ``{"prompt": ..., "max_new_tokens": N}``: an answer that would repeat a registered
+        training text verbatim refused (451) or truncated, personal data redacted before it leaves."""
         key = service.authenticate(request)
         service.admit(key)
         payload = parse_json(await read_body(request, config.policy.server.max_body_bytes))
         prompt, count = generate_request(payload, max_new_tokens)
         service.spend(key, 1)
         if service.upstream is not None:
-            text = await generate_upstream(service.upstream, prompt, count)
+            generation = Generation(await generate_upstream(service.upstream, prompt, count, settings))
         else:
             assert service.generator is not None
-            text = await run_in_threadpool(service.generator, prompt, count)
+            generation = await run_in_threadpool(service.generator, prompt, count)
         request.state.n_records = 1
         service.metrics.records.inc()
+        text, extra = generation.text, {}
+        if verbatim is not None:
+            verdict = (
+                verbatim.check_tokens(generation.prompt_ids, generation.answer_ids, generation.text)
+                if generation.answer_ids is not None and generation.prompt_ids is not None
+                else verbatim.check_text(prompt, generation.text)
+            )
+            service.metrics.count_verbatim(verdict.action, verdict.tokens_removed)
+            if verdict.action == "refused":
+                return _verbatim_refusal(request, service, verbatim)
+            text, extra = verdict.text, {"verbatim": verdict.summary(verbatim.index.n, verbatim.unit)}
         redacted, counts = await run_in_threadpool(service.redact, text)
-        return json_response({"text": redacted, "redacted": counts})
+        return json_response({"text": redacted, "redacted": counts, **extra})
 
-    app.post(
-        "/v1/generate",
-        openapi_extra=generate_openapi(max_new_tokens),
-        responses=error_responses("400", "401", "413", "422", "429", "502", "503"),
-    )(generate)
+    responses = error_responses("400", "401", "413", "422", "429", "502", "503")
+    if verbatim is not None and verbatim.action == "refuse":
+        responses.update(verbatim_refusal())
+    app.post("/v1/generate", openapi_extra=generate_openapi(max_new_tokens, verbatim is not None), responses=responses)(
+        generate
+    )
+
+
+def _verbatim_refusal(request: Request, service: GuardService, verbatim: VerbatimFilter) -> Response:
+    """451: the answer would have repeated a registered training text (RFC 7725: the server withholds it
+    for a legal reason, here the data protection owed to the people in the training data)."""
+    n, unit = verbatim.index.n, verbatim.unit
+    message = (
+        f"the answer would complete {n} consecutive {unit} of a registered training text (with the prompt's last"
+        f" {unit} before it), so it is withheld"
+    )
+    service.metrics.rejections.labels(reason="verbatim").inc()
+    request.state.detail = message
+    body = {
+        "error": message,
+        "reason": "verbatim_training_text",
+        "verbatim": {"action": "refused", "ngram": n, "unit": unit},
+    }
+    return json_response(body, 451)
 
 
 def _single_valued(request: Request) -> None:

@@ -10,7 +10,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class GuardMetrics:
-    """Requests, latency, records, alerts, rejections and redactions."""
+    """Requests, latency, records, alerts, rejections, redactions and the verbatim filter's actions."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -34,6 +34,17 @@ class GuardMetrics:
         self.redactions = Counter(
             "membershield_guard_redactions", "Personal data redacted from outputs", ["kind"], registry=self.registry
         )
+        self.verbatim = Counter(
+            "membershield_guard_verbatim_answers",
+            "Answers of POST /v1/generate checked by the verbatim filter, by what it did (passed, refused, truncated)",
+            ["action"],
+            registry=self.registry,
+        )
+        self.verbatim_removed = Counter(
+            "membershield_guard_verbatim_tokens_removed",
+            "Tokens (words, in front of an upstream endpoint) the verbatim filter cut from answers",
+            registry=self.registry,
+        )
         # labels() takes a lock and hashes its arguments; the children of the hot path are kept here
         self._request_children: dict[tuple[str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
@@ -47,6 +58,11 @@ class GuardMetrics:
         if histogram is None:
             histogram = self._latency_children[route] = self.latency.labels(endpoint=route)
         histogram.observe(elapsed)
+
+    def count_verbatim(self, action: str, tokens_removed: int) -> None:
+        self.verbatim.labels(action=action).inc()
+        if tokens_removed and action == "truncated":
+            self.verbatim_removed.inc(tokens_removed)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

@@ -71,8 +71,47 @@ def predict_openapi(schema: InputSchema, max_body_bytes: int) -> dict[str, Any]:
     }
 
 
-def generate_openapi(max_new_tokens: int) -> dict[str, Any]:
-    """The OpenAPI of ``POST /v1/generate``."""
+VERBATIM = {
+    "type": "object",
+    "required": ["action", "tokens_removed", "ngram", "unit"],
+    "description": "What the verbatim filter did: the answer completed no `ngram` consecutive tokens of the"
+    " registered training corpus (passed), or was cut before the first token that did (truncated).",
+    "properties": {
+        "action": {"type": "string", "enum": ["passed", "truncated"]},
+        "tokens_removed": {"type": "integer", "minimum": 0},
+        "ngram": {"type": "integer", "minimum": 2},
+        "unit": {"type": "string", "enum": ["tokens", "words"]},
+    },
+}
+REFUSED = {
+    "type": "object",
+    "required": ["error", "reason"],
+    "properties": {
+        "error": {"type": "string", "description": "What was refused, in one line."},
+        "reason": {"type": "string", "enum": ["verbatim_training_text"]},
+        "verbatim": {
+            "type": "object",
+            "properties": {
+                "action": {"type": "string", "enum": ["refused"]},
+                "ngram": {"type": "integer"},
+                "unit": {"type": "string", "enum": ["tokens", "words"]},
+            },
+        },
+    },
+}
+
+
+def verbatim_refusal() -> dict[str, Any]:
+    """The 451 answer of a guard whose verbatim filter refuses."""
+    description = (
+        "The answer would repeat a registered training text verbatim ([generation] verbatim_action = 'refuse');"
+        " nothing of it is sent. Asking again with the same prompt gets the same refusal unless sampling differs."
+    )
+    return {"451": {"description": description, "content": {"application/json": {"schema": copy.deepcopy(REFUSED)}}}}
+
+
+def generate_openapi(max_new_tokens: int, verbatim: bool = False) -> dict[str, Any]:
+    """The OpenAPI of ``POST /v1/generate`` (``verbatim``: the answers carry the filter's verdict)."""
     request = {
         "type": "object",
         "required": ["prompt"],
@@ -95,6 +134,9 @@ def generate_openapi(max_new_tokens: int) -> dict[str, Any]:
             "redacted": {"type": "object", "additionalProperties": {"type": "integer"}},
         },
     }
+    if verbatim:
+        answer["required"].append("verbatim")
+        answer["properties"]["verbatim"] = copy.deepcopy(VERBATIM)
     return {
         "security": BEARER,
         "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},

@@ -46,7 +46,11 @@ class GuardService:
         self.model_cost = WorkCost()
         self.detector_cost = WorkCost()
         self.scorer = LocalScorer(config.target, config.schema) if config.target is not None else None
-        self.generator = LocalGenerator(config.language_model) if config.language_model is not None else None
+        self.generator = (
+            LocalGenerator(config.language_model, config.policy.generation)
+            if config.language_model is not None
+            else None
+        )
         try:
             used = self.store.guard_usage(since=self.limiter.day_start(), limit=1_000_000, model_name=config.model_name)
             self.limiter.seed_usage({row["key"]: row["records"] for row in used})
