@@ -178,16 +178,66 @@ def extract(
     samples: Annotated[int | None, typer.Option(help="Nucleus: samples per record and top-p (default 10).")] = None,
     temperature: Annotated[float | None, typer.Option(help="Nucleus: sampling temperature (default 1).")] = None,
     seed: Annotated[int, typer.Option(help="Nucleus: seed of the samples.")] = 0,
+    nonmembers: Annotated[
+        Path | None, typer.Option(help="JSONL texts the model never saw, for the attention-head comparison.")
+    ] = None,
+    attention_heads: Annotated[
+        bool | None,
+        typer.Option(
+            "--attention-heads/--no-attention-heads",
+            help="Heads focusing on one position more for the seeds than for --nonmembers (default: on with"
+            " --nonmembers; one forward pass per text).",
+        ),
+    ] = None,
+    attention_threshold: Annotated[
+        float, typer.Option(help="Attention heads: weight on one position that counts as near-unit.")
+    ] = 0.9,
     add_bos: AddBosOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Decode each record from its prefix (greedy, or nucleus-sampled at each top-p); report how many
-    continue verbatim; writes extraction.json."""
-    from membershield.errors import ConfigError
+    continue verbatim; with --nonmembers, list the attention heads that focus on one position more often
+    for the records' prefixes than for the non-members'; writes extraction.json."""
     from membershield.targets.registry import load_for
     from membershield.text.data import load_jsonl
-    from membershield.text.extraction import SamplingSettings, extract_sampled, extract_verbatim, parse_top_ps
+    from membershield.text.extraction import extract_sampled, extract_verbatim
     from membershield.text.render import extraction_table
+
+    settings = _sampling_settings(sampling, top_p, samples, temperature, seed, batch_size)
+    comparison = _attention_comparison(attention_heads, nonmembers, attention_threshold, text_field)
+    records = load_jsonl(data, text_field)
+    lm = load_for("audit-text", model, device=device, add_bos=add_bos).target
+    if comparison is not None:
+        from membershield.text.attention import attention_heads as heads_section
+        from membershield.text.attention import check_attention
+
+        check_attention(lm)  # a model without readable attention fails before any decoding
+    with Progress(*progress_columns(), console=errors, transient=True) as progress:
+        if settings is None:
+            doc = extract_verbatim(lm, records, prefix_tokens, suffix_tokens, batch_size, top, RichProgress(progress))
+        else:
+            doc = extract_sampled(lm, records, prefix_tokens, suffix_tokens, settings, RichProgress(progress))
+        if comparison is not None:
+            from membershield.text.extraction import extraction_prompts
+
+            prompts = extraction_prompts(lm, records, prefix_tokens, suffix_tokens, batch_size)[2]
+            doc["attention_heads"] = heads_section(
+                lm, prompts, comparison, attention_threshold, batch_size, RichProgress(progress)
+            )
+    write_json(Path(out) / "extraction.json", doc)
+    console.print(extraction_table(doc) if settings is None else nucleus_table(doc))
+    if comparison is not None:
+        for part in attention_output(doc["attention_heads"]):
+            console.print(part, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {Path(out) / 'extraction.json'}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _sampling_settings(
+    sampling: str, top_p: str | None, samples: int | None, temperature: float | None, seed: int, batch_size: int
+):
+    """The nucleus settings, or None for greedy decoding; a nucleus flag without --sampling nucleus fails."""
+    from membershield.errors import ConfigError
+    from membershield.text.extraction import SamplingSettings, parse_top_ps
 
     if sampling not in ("greedy", "nucleus"):
         raise ConfigError(f"--sampling must be greedy or nucleus, got '{sampling}'")
@@ -195,25 +245,67 @@ def extract(
     if sampling == "greedy" and any(v is not None for v in nucleus_flags.values()):
         given = ", ".join(flag for flag, v in nucleus_flags.items() if v is not None)
         raise ConfigError(f"{given} apply to nucleus sampling; add --sampling nucleus")
-    settings = None
-    if sampling == "nucleus":
-        settings = SamplingSettings(
-            top_ps=tuple(parse_top_ps(top_p or "0.9")),
-            samples=10 if samples is None else samples,
-            temperature=1.0 if temperature is None else temperature,
-            seed=seed,
-            batch_size=batch_size,
-        ).validate()
-    records = load_jsonl(data, text_field)
-    lm = load_for("audit-text", model, device=device, add_bos=add_bos).target
-    with Progress(*progress_columns(), console=errors, transient=True) as progress:
-        if settings is None:
-            doc = extract_verbatim(lm, records, prefix_tokens, suffix_tokens, batch_size, top, RichProgress(progress))
-        else:
-            doc = extract_sampled(lm, records, prefix_tokens, suffix_tokens, settings, RichProgress(progress))
-    write_json(Path(out) / "extraction.json", doc)
-    console.print(extraction_table(doc) if settings is None else nucleus_table(doc))
-    console.print(f"wrote {Path(out) / 'extraction.json'}", markup=False, highlight=False, soft_wrap=True)
+    if sampling == "greedy":
+        return None
+    return SamplingSettings(
+        top_ps=tuple(parse_top_ps(top_p or "0.9")),
+        samples=10 if samples is None else samples,
+        temperature=1.0 if temperature is None else temperature,
+        seed=seed,
+        batch_size=batch_size,
+    ).validate()
+
+
+def _attention_comparison(wanted: bool | None, nonmembers: Path | None, threshold: float, text_field: str):
+    """The non-member texts for the attention-head diagnostic, or None when it is off; bad options fail
+    here, before the model loads."""
+    from membershield.errors import ConfigError
+    from membershield.text.attention import check_threshold
+    from membershield.text.data import load_jsonl
+
+    if wanted and nonmembers is None:
+        raise ConfigError("--attention-heads compares the seeds with texts the model never saw: add --nonmembers FILE")
+    if wanted is False or nonmembers is None:
+        return None
+    check_threshold(threshold)
+    return load_jsonl(nonmembers, text_field)
+
+
+def attention_output(section: dict) -> list[Table | str]:
+    """The flagged heads per layer (or the line saying there are none), then the sink heads."""
+    title = (
+        f"Attention heads that focus (weight >= {section['threshold']:g} on one position after the first) more"
+        f" often for the {section['n_member_texts']} seeds than for {section['n_nonmember_texts']} non-members"
+        f" ({section['prompt_tokens']} tokens each; AUC interval above 0.5, {section['correction']})"
+    )
+    parts: list[Table | str] = []
+    if section["n_flagged"]:
+        table = Table(title=title, title_justify="left")
+        for column in ("layer", "head", "member rate", "non-member rate", "difference", "AUC (CI)"):
+            table.add_column(column, justify="right")
+        for layer in section["layers"]:
+            for row in layer["flagged"]:
+                table.add_row(
+                    str(layer["layer"]),
+                    str(row["head"]),
+                    f"{100 * row['member_rate']:.1f}%",
+                    f"{100 * row['nonmember_rate']:.1f}%",
+                    f"{100 * row['difference']:+.1f} pts",
+                    f"{row['auc']:.3f} ({row['auc_ci_low']:.3f}–{row['auc_ci_high']:.3f})",
+                )
+        parts.append(table)
+    else:
+        best = max(section["heads"], key=lambda r: r["auc"])
+        parts.append(
+            f"attention heads: no head focuses more often for the {section['n_member_texts']} seeds than for the"
+            f" {section['n_nonmember_texts']} non-members (weight >= {section['threshold']:g}, AUC interval above"
+            f" 0.5, {section['correction']}); closest: layer {best['layer']} head {best['head']}, AUC"
+            f" {best['auc']:.3f} ({best['auc_ci_low']:.3f}–{best['auc_ci_high']:.3f})"
+        )
+    if section["sink_heads"]:
+        shown = ", ".join(f"L{h['layer']}H{h['head']}" for h in section["sink_heads"])
+        parts.append(f"sink heads (near-unit weight on the first position for most queries, not flagged): {shown}")
+    return parts
 
 
 def nucleus_table(doc: dict) -> Table:

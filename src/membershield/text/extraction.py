@@ -77,7 +77,7 @@ def _longest_run(equal_row: np.ndarray) -> int:
     return best
 
 
-def _prompts(
+def extraction_prompts(
     lm: Any, records: TextRecords, prefix_tokens: int, suffix_tokens: int, batch_size: int
 ) -> tuple[int, list[int], np.ndarray, np.ndarray]:
     """The leading context tokens, the records long enough, their prompts and their true suffixes."""
@@ -117,7 +117,7 @@ def extract_verbatim(
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Greedy-decode every long-enough record from its prefix; report exact reproductions and spans."""
-    start, usable, prompts, truth = _prompts(lm, records, prefix_tokens, suffix_tokens, batch_size)
+    start, usable, prompts, truth = extraction_prompts(lm, records, prefix_tokens, suffix_tokens, batch_size)
     generated = greedy_continuations(lm, prompts, suffix_tokens, batch_size, progress)
     matched = _leading_matches(generated, truth)
     exact = matched == suffix_tokens
@@ -280,7 +280,7 @@ def extract_sampled(
 ) -> dict[str, Any]:
     """Nucleus-sample every long-enough record's continuation at each top-p; report the share reproduced."""
     settings = (settings or SamplingSettings()).validate()
-    _, usable, prompts, truth = _prompts(lm, records, prefix_tokens, suffix_tokens, settings.batch_size)
+    _, usable, prompts, truth = extraction_prompts(lm, records, prefix_tokens, suffix_tokens, settings.batch_size)
     report = progress or (lambda stage, done, total: None)
     by_top_p, per_record = [], [{"line": records.lines[i], "exact_samples": {}, "probability": {}} for i in usable]
     for j, top_p in enumerate(settings.top_ps):
