@@ -188,11 +188,12 @@ def state_space_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--attention-heads"], ("--attention-heads", "--nonmembers FILE")),
         (["--nonmembers", "short"], ("short.jsonl", "--prefix-tokens")),
         (["--nonmembers", "missing"], ("missing.jsonl",)),
+        (["--nonmembers", "nonmembers", "--prefix-tokens", "1"], ("--prefix-tokens 1", "--no-attention-heads")),
     ],
 )
 def test_bad_attention_options_are_one_line_and_exit_2(flags, needles, models, tmp_path, monkeypatch, capsys):
     short = write_jsonl(tmp_path / "short.jsonl", [" ".join(WORDS[:3])] * 4)
-    named = {"short": str(short), "missing": str(tmp_path / "missing.jsonl")}
+    named = {"short": str(short), "missing": str(tmp_path / "missing.jsonl"), "nonmembers": str(models["nonmembers"])}
     flags = [named.get(f, f) for f in flags]
     if "--attention-threshold" in flags:
         flags += ["--nonmembers", str(models["nonmembers"])]

@@ -204,7 +204,7 @@ def extract(
     from membershield.text.render import extraction_table
 
     settings = _sampling_settings(sampling, top_p, samples, temperature, seed, batch_size)
-    comparison = _attention_comparison(attention_heads, nonmembers, attention_threshold, text_field)
+    comparison = _attention_comparison(attention_heads, nonmembers, attention_threshold, text_field, prefix_tokens)
     records = load_jsonl(data, text_field)
     lm = load_for("audit-text", model, device=device, add_bos=add_bos).target
     if comparison is not None:
@@ -256,7 +256,9 @@ def _sampling_settings(
     ).validate()
 
 
-def _attention_comparison(wanted: bool | None, nonmembers: Path | None, threshold: float, text_field: str):
+def _attention_comparison(
+    wanted: bool | None, nonmembers: Path | None, threshold: float, text_field: str, prefix_tokens: int
+):
     """The non-member texts for the attention-head diagnostic, or None when it is off; bad options fail
     here, before the model loads."""
     from membershield.errors import ConfigError
@@ -268,6 +270,11 @@ def _attention_comparison(wanted: bool | None, nonmembers: Path | None, threshol
     if wanted is False or nonmembers is None:
         return None
     check_threshold(threshold)
+    if prefix_tokens < 2:
+        raise ConfigError(
+            f"the attention comparison needs seeds of 2 or more tokens, got --prefix-tokens {prefix_tokens}:"
+            " raise it, or pass --no-attention-heads"
+        )
     return load_jsonl(nonmembers, text_field)
 
 
