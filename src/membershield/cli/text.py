@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.progress import Progress
-from rich.table import Table
 
 from membershield.cli.audit import summary_table
 from membershield.cli.common import (
@@ -201,7 +200,7 @@ def extract(
     from membershield.targets.registry import load_for
     from membershield.text.data import load_jsonl
     from membershield.text.extraction import extract_sampled, extract_verbatim
-    from membershield.text.render import extraction_table
+    from membershield.text.render import attention_output, extraction_table, nucleus_table
 
     settings = _sampling_settings(sampling, top_p, samples, temperature, seed, batch_size)
     comparison = _attention_comparison(attention_heads, nonmembers, attention_threshold, text_field, prefix_tokens)
@@ -276,66 +275,6 @@ def _attention_comparison(
             " raise it, or pass --no-attention-heads"
         )
     return load_jsonl(nonmembers, text_field)
-
-
-def attention_output(section: dict) -> list[Table | str]:
-    """The flagged heads per layer (or the line saying there are none), then the sink heads."""
-    title = (
-        f"Attention heads that focus (weight >= {section['threshold']:g} on one position after the first) more"
-        f" often for the {section['n_member_texts']} seeds than for {section['n_nonmember_texts']} non-members"
-        f" ({section['prompt_tokens']} tokens each; AUC interval above 0.5, {section['correction']})"
-    )
-    parts: list[Table | str] = []
-    if section["n_flagged"]:
-        table = Table(title=title, title_justify="left")
-        for column in ("layer", "head", "member rate", "non-member rate", "difference", "AUC (CI)"):
-            table.add_column(column, justify="right")
-        for layer in section["layers"]:
-            for row in layer["flagged"]:
-                table.add_row(
-                    str(layer["layer"]),
-                    str(row["head"]),
-                    f"{100 * row['member_rate']:.1f}%",
-                    f"{100 * row['nonmember_rate']:.1f}%",
-                    f"{100 * row['difference']:+.1f} pts",
-                    f"{row['auc']:.3f} ({row['auc_ci_low']:.3f}–{row['auc_ci_high']:.3f})",
-                )
-        parts.append(table)
-    else:
-        best = max(section["heads"], key=lambda r: r["auc"])
-        parts.append(
-            f"attention heads: no head focuses more often for the {section['n_member_texts']} seeds than for the"
-            f" {section['n_nonmember_texts']} non-members (weight >= {section['threshold']:g}, AUC interval above"
-            f" 0.5, {section['correction']}); closest: layer {best['layer']} head {best['head']}, AUC"
-            f" {best['auc']:.3f} ({best['auc_ci_low']:.3f}–{best['auc_ci_high']:.3f})"
-        )
-    if section["sink_heads"]:
-        shown = ", ".join(f"L{h['layer']}H{h['head']}" for h in section["sink_heads"])
-        parts.append(f"sink heads (near-unit weight on the first position for most queries, not flagged): {shown}")
-    return parts
-
-
-def nucleus_table(doc: dict) -> Table:
-    """Per top-p: records with an exact sample (and their 95% interval), and the share the exact
-    probabilities expect."""
-    table = Table(
-        title=f"Nucleus extraction: {doc['n_tested']} records, {doc['samples']} samples each at temperature"
-        f" {doc['temperature']:g}; extracted = a sample continues exactly for {doc['suffix_tokens']} tokens"
-        f" after {doc['prefix_tokens']}",
-        title_justify="left",
-    )
-    for column in ("top-p", "extracted", "share (95% CI)", "exact samples", "expected share"):
-        table.add_column(column, justify="right")
-    for row in doc["by_top_p"]:
-        table.add_row(
-            f"{row['top_p']:g}",
-            f"{row['n_extracted']}/{row['n_tested']}",
-            f"{100 * row['extracted_share']:.1f}% ({100 * row['extracted_share_ci_low']:.1f}–"
-            f"{100 * row['extracted_share_ci_high']:.1f}%)",
-            f"{row['exact_samples']}/{row['n_tested'] * doc['samples']}",
-            f"{100 * row['expected_share']:.1f}%",
-        )
-    return table
 
 
 canaries_app.command("insert")(canaries_insert)
